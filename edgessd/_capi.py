@@ -1,0 +1,322 @@
+"""The one module that touches ctypes and llama.cpp's C API.
+
+It binds edgessd's patched functions (per-layer sublayer skip) from
+llama-cpp-python's library handle, and wraps the few llama.cpp calls the engine
+needs in two small classes, :class:`Model` and :class:`Context`. Every return
+code is checked and turned into a named error; every handle is freed.
+
+Shapes: logits are returned as NumPy *views* of llama.cpp's buffer,
+``[n_outputs, n_vocab]`` float32, valid until the next ``decode``.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import (
+    ContextOverflowError,
+    InvalidArgumentError,
+    LibraryError,
+    ModelError,
+    SkipUnsupportedError,
+)
+
+try:
+    import llama_cpp.llama_cpp as C
+except (ImportError, OSError) as e:  # pragma: no cover - depends on the install
+    raise LibraryError(f"cannot load llama-cpp-python ({e}); run `make setup` to build edgessd's patched llama.cpp") from e
+
+BUILD_HINT = "run `make setup` (or `python patches/build.py`) to build llama-cpp-python with edgessd's patches"
+
+
+@dataclass(frozen=True)
+class SkipAPI:
+    """The functions edgessd's patch adds to libllama."""
+
+    supported: ctypes._CFuncPtr
+    set_one: ctypes._CFuncPtr
+    set_all: ctypes._CFuncPtr
+    get_one: ctypes._CFuncPtr
+
+
+def bind_skip_api(lib: ctypes.CDLL) -> SkipAPI:
+    """Bind the layer-skip functions from ``lib``; LibraryError if it is an unpatched build."""
+    try:
+        supported = lib.llama_layer_skip_supported
+        set_one = lib.llama_set_layer_skip
+        set_all = lib.llama_set_layer_skip_all
+        get_one = lib.llama_get_layer_skip
+    except AttributeError as e:
+        name = getattr(lib, "_name", "libllama")
+        raise LibraryError(f"{name} lacks edgessd's layer-skip API (an unpatched llama.cpp); {BUILD_HINT}") from e
+    supported.argtypes, supported.restype = [ctypes.c_void_p], ctypes.c_bool
+    set_one.argtypes, set_one.restype = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint8], ctypes.c_int32
+    set_all.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int32]
+    set_all.restype = ctypes.c_int32
+    get_one.argtypes, get_one.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_int32
+    return SkipAPI(supported, set_one, set_all, get_one)
+
+
+_SKIP: SkipAPI | None = None
+_LOG_CB = None  # keep the ctypes callback alive
+
+
+def skip_api() -> SkipAPI:
+    global _SKIP
+    if _SKIP is None:
+        _SKIP = bind_skip_api(C._lib)
+    return _SKIP
+
+
+def _init_backend() -> None:
+    global _LOG_CB
+    if _LOG_CB is not None:
+        return
+    verbose = os.environ.get("EDGESSD_VERBOSE", "") not in ("", "0")
+
+    def _log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        if verbose and text:
+            os.write(2, text)
+
+    _LOG_CB = C.llama_log_callback(_log)
+    C.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
+    C.llama_backend_init()
+
+
+def check_gguf_header(path: Path) -> None:
+    """ModelError unless ``path`` exists and starts with the GGUF magic."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except OSError as e:
+        raise ModelError(f"cannot read model file {path}: {e}") from e
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file")
+
+
+class Model:
+    """A loaded GGUF model: vocabulary, metadata, and the handle contexts are made from."""
+
+    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0) -> None:
+        self.path = Path(path)
+        check_gguf_header(self.path)
+        _init_backend()
+        skip = skip_api()
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
+        if not ptr:
+            raise ModelError(f"llama.cpp could not load {self.path}: the file is truncated or corrupt, "
+                             "or its architecture is unknown to this llama.cpp")
+        self.ptr = ptr
+        self._free = weakref.finalize(self, C.llama_model_free, ptr)
+        self.vocab = C.llama_model_get_vocab(ptr)
+        self.n_vocab: int = C.llama_vocab_n_tokens(self.vocab)
+        self.n_layer: int = C.llama_model_n_layer(ptr)
+        self.n_embd: int = C.llama_model_n_embd(ptr)
+        self.n_ctx_train: int = C.llama_model_n_ctx_train(ptr)
+        self.arch: str = self.meta("general.architecture") or "unknown"
+        self.skip_supported: bool = bool(skip.supported(ptr))
+        tmpl = C.llama_model_chat_template(ptr, None)
+        self.chat_template: str | None = tmpl.decode("utf-8", "replace") if tmpl else None
+
+    def close(self) -> None:
+        self._free()
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as a string, or None if the key is absent."""
+        buf = ctypes.create_string_buffer(4096)
+        n = C.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        for _ in range(2):
+            buf = (C.llama_token * cap)()
+            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+            if n >= 0:
+                return list(buf[:n])
+            cap = -n
+        raise LibraryError("llama_tokenize failed")
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token (UTF-8 may be split across tokens)."""
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def skip_flags(self) -> np.ndarray:
+        """An all-zero skip mask for this model: uint8 ``[n_layer]``."""
+        return np.zeros(self.n_layer, dtype=np.uint8)
+
+
+class Context:
+    """One llama.cpp context (one sequence) with explicit KV management and a reusable batch."""
+
+    def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int = 512,
+                 n_threads: int | None = None, n_threads_batch: int | None = None) -> None:
+        if n_ctx <= 0 or n_batch <= 0:
+            raise InvalidArgumentError(f"n_ctx and n_batch must be positive (got {n_ctx}, {n_batch})")
+        threads = n_threads or os.cpu_count() or 1
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = 1
+        params.n_threads = threads
+        params.n_threads_batch = n_threads_batch or threads
+        params.no_perf = False
+        ptr = C.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            raise LibraryError(f"llama.cpp could not create a context (n_ctx={n_ctx}); try a smaller --ctx-size")
+        self.model = model
+        self.ptr = ptr
+        self.n_ctx: int = C.llama_n_ctx(ptr)
+        self.n_batch = n_batch
+        self.n_threads = threads
+        self._mem = C.llama_get_memory(ptr)
+        self._batch = C.llama_batch_init(n_batch, 0, 1)
+        self._free = weakref.finalize(self, _free_context, ptr, self._batch)
+        b = self._batch
+        self._tok = np.ctypeslib.as_array(b.token, shape=(n_batch,))
+        self._pos = np.ctypeslib.as_array(b.pos, shape=(n_batch,))
+        self._out = np.ctypeslib.as_array(b.logits, shape=(n_batch,))
+        np.ctypeslib.as_array(b.n_seq_id, shape=(n_batch,))[:] = 1
+        for i in range(n_batch):
+            b.seq_id[i][0] = 0
+        self._skip = model.skip_flags()
+        self.n_outputs = 0
+
+    def close(self) -> None:
+        self._free()
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def decode(self, tokens: Sequence[int], pos0: int, *, all_logits: bool = False) -> int:
+        """Decode ``tokens`` at positions ``pos0..``; returns the number of logit rows produced.
+
+        With ``all_logits`` every position gets logits (verification); otherwise only
+        the last one. Longer inputs are split into ``n_batch`` chunks; then only the
+        last chunk's rows are kept (``all_logits`` needs ``len(tokens) <= n_batch``).
+        """
+        n = len(tokens)
+        if n == 0:
+            raise InvalidArgumentError("decode needs at least one token")
+        if pos0 + n > self.n_ctx:
+            raise ContextOverflowError(f"{pos0 + n} tokens do not fit in the context of {self.n_ctx}")
+        if all_logits and n > self.n_batch:
+            raise InvalidArgumentError(f"all_logits over {n} tokens exceeds n_batch={self.n_batch}")
+        arr = np.asarray(tokens, dtype=np.int32)
+        for start in range(0, n, self.n_batch):
+            chunk = arr[start:start + self.n_batch]
+            k = len(chunk)
+            last = start + k == n
+            self._tok[:k] = chunk
+            self._pos[:k] = np.arange(pos0 + start, pos0 + start + k, dtype=np.int32)
+            self._out[:k] = 1 if all_logits else 0
+            if last:
+                self._out[k - 1] = 1
+            self._batch.n_tokens = k
+            rc = C.llama_decode(self.ptr, self._batch)
+            if rc == 1:
+                raise ContextOverflowError("llama.cpp found no KV slot for the batch: the context is full")
+            if rc != 0:
+                raise LibraryError(f"llama_decode failed with code {rc}")
+        self.n_outputs = k if all_logits else 1
+        return self.n_outputs
+
+    def logits(self) -> np.ndarray:
+        """View of the last decode's logits: float32 ``[n_outputs, n_vocab]`` (no copy)."""
+        ptr = C.llama_get_logits(self.ptr)
+        if not ptr:
+            raise LibraryError("llama_get_logits returned NULL")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_outputs, self.model.n_vocab))
+
+    # -- KV cache ---------------------------------------------------------------------------------
+    def kv_remove(self, p0: int, p1: int = -1) -> None:
+        """Forget positions ``[p0, p1)`` of the sequence (``p1 = -1``: to the end)."""
+        if not C.llama_memory_seq_rm(self._mem, 0, p0, p1):
+            raise LibraryError(f"llama_memory_seq_rm({p0}, {p1}) failed")
+
+    def kv_clear(self) -> None:
+        C.llama_memory_clear(self._mem, True)
+
+    def kv_pos_max(self) -> int:
+        """The largest position held in the KV cache, or -1 when empty."""
+        return int(C.llama_memory_seq_pos_max(self._mem, 0))
+
+    # -- layer skip -------------------------------------------------------------------------------
+    @property
+    def skip(self) -> np.ndarray:
+        """The current skip mask (a copy): uint8 ``[n_layer]`` of SKIP_ATTN | SKIP_FFN flags."""
+        return self._skip.copy()
+
+    def set_skip(self, flags: np.ndarray | None) -> None:
+        """Set the skip mask for the following decodes; None or all-zero clears it."""
+        n_layer = self.model.n_layer
+        mask = np.zeros(n_layer, np.uint8) if flags is None else np.ascontiguousarray(flags, dtype=np.uint8)
+        if mask.shape != (n_layer,):
+            raise InvalidArgumentError(f"skip mask has shape {mask.shape}, expected ({n_layer},)")
+        if np.array_equal(mask, self._skip):
+            return
+        rc = skip_api().set_all(self.ptr, mask.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), n_layer)
+        _check_skip_rc(rc, self.model)
+        self._skip = mask.copy()
+
+    def set_layer_skip(self, il: int, flags: int) -> None:
+        """Set one layer's flags (the C API's per-layer call)."""
+        rc = skip_api().set_one(self.ptr, il, flags)
+        _check_skip_rc(rc, self.model, il)
+        self._skip[il] = flags
+
+    @contextlib.contextmanager
+    def skipping(self, flags: np.ndarray | None) -> Iterator[None]:
+        """Use ``flags`` as the skip mask inside the block; the previous mask is restored after."""
+        previous = self._skip.copy()
+        self.set_skip(flags)
+        try:
+            yield
+        finally:
+            self.set_skip(previous)
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's counters: eval counts and times, and how often a graph was reused."""
+        d = C.llama_perf_context(self.ptr)
+        return {"n_eval": d.n_eval, "n_p_eval": d.n_p_eval, "n_reused": d.n_reused,
+                "t_eval_ms": d.t_eval_ms, "t_p_eval_ms": d.t_p_eval_ms}
+
+
+def _check_skip_rc(rc: int, model: Model, il: int | None = None) -> None:
+    if rc == 0:
+        return
+    if rc == -1:
+        raise SkipUnsupportedError(f"layer skip is not supported for architecture {model.arch!r} "
+                                   "(supported: llama, qwen2, qwen3, gemma3)")
+    if rc == -2:
+        raise InvalidArgumentError(f"layer {il} is out of range (the model has {model.n_layer} layers)")
+    if rc == -3:
+        raise InvalidArgumentError("unknown skip flag bits")
+    raise LibraryError(f"llama_set_layer_skip returned {rc}")
+
+
+def _free_context(ptr: object, batch: object) -> None:
+    C.llama_batch_free(batch)
+    C.llama_free(ptr)
