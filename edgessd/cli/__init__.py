@@ -1,0 +1,1 @@
+"""The ``edgessd`` command line: one command per module, loaded when it runs."""

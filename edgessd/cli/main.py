@@ -1,0 +1,64 @@
+"""The ``edgessd`` click group. Subcommands live one per module and load lazily."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from ..errors import EdgessdError
+
+# name -> (module, attribute, one-line help shown in `edgessd --help` without importing the module)
+COMMANDS = {
+    "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgessdError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"edgessd: error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, envvar="EDGESSD_DEBUG", help="Show tracebacks for errors.")
+@click.version_option(package_name="edgessd")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """edgessd: faster local LLM inference, same output.
+
+    \b
+    Examples:
+      edgessd models list
+      edgessd models pull smollm2-135m
+      edgessd models path qwen2.5-coder-0.5b
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main() -> None:
+    cli(prog_name="edgessd")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Shared fixtures: real GGUF models from the registry (fetched into the user cache once)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EDGESSD = [sys.executable, "-m", "edgessd.cli.main"]
+
+# (registry name, architecture) with a real model for every architecture the patch claims.
+ARCH_MODELS = [("smollm2-135m", "llama"), ("qwen2.5-coder-0.5b", "qwen2"), ("gemma3-270m", "gemma3")]
+
+_models: dict[str, object] = {}
+
+
+def load_model(name: str):
+    """A session-wide loaded Model for registry name ``name``."""
+    from edgessd import registry
+    from edgessd._capi import Model
+
+    if name not in _models:
+        _models[name] = Model(registry.resolve(name))
+    return _models[name]
+
+
+@pytest.fixture(scope="session")
+def smol():
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    from tinygguf import write_tiny_gpt2
+
+    return write_tiny_gpt2(tmp_path_factory.mktemp("gguf") / "tiny-gpt2.gguf")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, input: str | None = None):
+    """Run the real ``edgessd`` CLI in a subprocess; returns CompletedProcess (text)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("EDGESSD_DEBUG", None)
+    return subprocess.run(EDGESSD + list(args), capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=REPO, input=input)

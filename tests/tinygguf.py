@@ -1,0 +1,54 @@
+"""Write a tiny, real GGUF of an architecture the layer-skip patch does not cover (GPT-2).
+
+No registry model has such an architecture, so tests make one: random weights,
+2 layers, 64-dim, a 64-token dummy vocabulary. llama.cpp loads and runs it;
+its output is noise, which is all an "unsupported architecture" test needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+
+def write_tiny_gpt2(path: Path, *, n_layer: int = 2, n_embd: int = 64, n_vocab: int = 64, n_ctx: int = 128) -> Path:
+    rng = np.random.default_rng(0)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_name("tiny-gpt2-test")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(4 * n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_head_count(4)
+    writer.add_layer_norm_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("none")
+    writer.add_vocab_size(n_vocab)
+    # numpy shapes are reversed relative to ggml's {ne0, ne1}
+    writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
+    writer.add_tensor("position_embd.weight", w(n_ctx, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    writer.add_tensor("output_norm.bias", np.zeros(n_embd, np.float32))
+    for i in range(n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_norm.bias", np.zeros(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_qkv.weight", w(3 * n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_qkv.bias", np.zeros(3 * n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", w(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.bias", np.zeros(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.bias", np.zeros(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", w(4 * n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.bias", np.zeros(4 * n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, 4 * n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.bias", np.zeros(n_embd, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
