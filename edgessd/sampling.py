@@ -1,0 +1,139 @@
+"""Sampler settings, the target distribution, and the pure accept/reject rules.
+
+Everything here is a pure function of arrays (and an explicit ``numpy.random.Generator``),
+tested with literal arrays.
+
+Variable names in :func:`speculative_accept` follow Leviathan et al. (2023), "Fast
+Inference from Transformers via Speculative Decoding", Algorithm 1: ``p`` is the target
+model's distribution, ``q`` the draft's, ``x`` a drafted token, ``r ~ U(0,1)``; a draft is
+kept when ``r < p(x)/q(x)``, and on rejection the next token is drawn from
+``norm(max(0, p - q))``. Chen et al. (2023) give the same rule. The output distribution is
+exactly ``p``, the distribution plain sampling draws from with the same settings.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    """How the next token is chosen. ``temperature == 0`` means greedy (argmax)."""
+
+    temperature: float = 0.0  # 0: greedy; otherwise logits are divided by it
+    top_k: int = 40           # keep the k most likely tokens (0: all)
+    top_p: float = 0.95       # then the smallest set whose mass reaches top_p (1.0: all)
+    seed: int | None = None   # seeds the generator of a sampled generation; None: fresh entropy
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise InvalidArgumentError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidArgumentError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def target_probs(logits: np.ndarray, params: SamplerParams) -> np.ndarray:
+    """The distribution sampling draws from: temperature, then top-k, then top-p, renormalised.
+
+    logits: ``[V]`` or ``[k, V]``. Returns float64 of the same shape; each row sums to 1.
+    Ties at the top-k boundary are broken by token id (lower id kept), so the set is deterministic.
+    """
+    x = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+    out = np.zeros_like(x)
+    for row, dst in zip(x, out):
+        dst[:] = _row_probs(row, params)
+    return out.reshape(np.shape(logits))
+
+
+def _row_probs(logits: np.ndarray, params: SamplerParams) -> np.ndarray:
+    v = logits.shape[0]
+    k = params.top_k if 0 < params.top_k < v else v
+    if k < v:
+        cand = np.argpartition(-logits, k - 1)[:k]
+    else:
+        cand = np.arange(v)
+    # sort candidates by logit descending, then id ascending (stable, deterministic ties)
+    order = np.lexsort((cand, -logits[cand]))
+    cand = cand[order]
+    z = logits[cand] / params.temperature
+    z = np.exp(z - z[0])
+    p = z / z.sum()
+    if params.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), params.top_p) + 1)
+        cand, p = cand[:keep], p[:keep] / p[:keep].sum()
+    out = np.zeros(v)
+    out[cand] = p
+    return out
+
+
+def sample(p: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one token from probabilities ``p`` ``[V]`` by inverse CDF."""
+    c = np.cumsum(p)
+    return int(min(np.searchsorted(c, rng.random() * c[-1], side="right"), len(p) - 1))
+
+
+def top1_prob(logits: np.ndarray) -> float:
+    """Softmax probability of the argmax of one logits row ``[V]`` (temperature 1)."""
+    m = logits.max()
+    return float(1.0 / np.exp(logits - m, dtype=np.float64).sum())
+
+
+def greedy_accept(draft: Sequence[int], target_argmax: np.ndarray) -> int:
+    """Number of leading drafts that equal the target's argmax at their position.
+
+    draft: ``[d]`` drafted tokens. target_argmax: ``[d+1]``, the full model's argmax after
+    the pending token and after each draft. The cycle then emits ``draft[:n]`` followed by
+    ``target_argmax[n]`` (the bonus token).
+
+    >>> greedy_accept([5, 7, 9], np.array([5, 7, 2, 4]))
+    2
+    """
+    n = 0
+    for x, t in zip(draft, target_argmax):
+        if int(x) != int(t):
+            break
+        n += 1
+    return n
+
+
+def speculative_accept(draft: Sequence[int], q: np.ndarray | None, p: np.ndarray,
+                       rng: np.random.Generator) -> tuple[int, int]:
+    """Speculative sampling: how many drafts to keep, and the next token.
+
+    draft: ``[d]`` tokens x_i. q: ``[d, V]`` the draft distributions they were sampled from,
+    or None for a deterministic proposal (lookup), which is the point mass q(x_i) = 1.
+    p: ``[d+1, V]`` target distributions after the pending token and after each draft.
+    Returns ``(n, token)``: keep ``draft[:n]`` then emit ``token`` — drawn from the residual
+    ``norm(max(0, p_n - q_n))`` if draft n was rejected, or from ``p_d`` if all were kept.
+    """
+    d = len(draft)
+    assert p.shape[0] == d + 1, f"p has {p.shape[0]} rows for {d} drafts"
+    for i, x in enumerate(draft):
+        x = int(x)
+        qx = 1.0 if q is None else float(q[i, x])
+        px = float(p[i, x])
+        r = rng.random()
+        if qx > 0 and r < min(1.0, px / qx):
+            continue
+        if q is None:
+            residual = p[i].copy()
+            residual[x] = 0.0
+        else:
+            residual = np.maximum(p[i] - q[i], 0.0)
+        total = residual.sum()
+        if total <= 0:  # p == q on the support: any draw from p is exact
+            residual, total = p[i], p[i].sum()
+        return i, sample(residual / total, rng)
+    return d, sample(p[d], rng)
