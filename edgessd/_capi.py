@@ -164,6 +164,26 @@ class Model:
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
 
+    def apply_chat_template(self, messages: Sequence[dict], *, add_assistant: bool = True) -> str | None:
+        """Render chat ``messages`` ({"role", "content"}) with the GGUF's template via llama.cpp.
+
+        Returns None when the model has no template or llama.cpp does not recognise it.
+        """
+        if not self.chat_template:
+            return None
+        keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
+        arr = (C.llama_chat_message * len(keep))(*[C.llama_chat_message(r, c) for r, c in keep])
+        size = 2 * sum(len(r) + len(c) for r, c in keep) + 256
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = C.llama_chat_apply_template(self.chat_template.encode(), arr, len(keep), add_assistant, buf, size)
+            if n < 0:
+                return None
+            if n <= size:
+                return buf.raw[:n].decode("utf-8", "replace")
+            size = n + 1
+        raise LibraryError("llama_chat_apply_template kept growing")
+
     def skip_flags(self) -> np.ndarray:
         """An all-zero skip mask for this model: uint8 ``[n_layer]``."""
         return np.zeros(self.n_layer, dtype=np.uint8)

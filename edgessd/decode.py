@@ -1,0 +1,97 @@
+"""The decode loop: draft, verify, accept. Read this file first.
+
+One *cycle*:
+
+1. The drafter proposes up to d tokens to follow the pending token (the last token
+   emitted, not yet in the KV cache). It may propose nothing: then the cycle is a plain
+   decoding step, through the same code.
+2. The full model decodes ``[pending, draft_1 .. draft_d]`` in one batch, with logits at
+   every position: row i is the full model's prediction after ``draft_i``.
+3. A pure rule (``sampling.greedy_accept`` / ``sampling.speculative_accept``) keeps the
+   longest acceptable prefix of the draft and chooses one more token from the full model
+   (the bonus token). The output is exactly what plain decoding would produce (greedy) or
+   has exactly its distribution (sampled).
+4. Rejected draft positions are removed from the KV cache, the drafter observes how many
+   were accepted, and the emitted tokens are yielded.
+
+Invariant between cycles: the KV cache holds ``history[:-1]``; ``history[-1]`` is pending.
+The engine's prefill establishes it by decoding all prompt tokens but the last.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+
+import numpy as np
+
+from ._capi import Context
+from .drafters.base import Draft, Drafter, DraftRequest
+from .sampling import SamplerParams, greedy_accept, speculative_accept, target_probs
+from .stats import GenerationStats
+
+
+def accept(draft: Draft | None, logits: np.ndarray, sampler: SamplerParams,
+           rng: np.random.Generator) -> tuple[int, int]:
+    """Apply the accept rule to one verification. logits: ``[d+1, V]``. Returns (n_accepted, next_token)."""
+    tokens = draft.tokens if draft else []
+    if sampler.greedy:
+        argmax = np.argmax(logits, axis=1)
+        n = greedy_accept(tokens, argmax)
+        return n, int(argmax[n])
+    p = target_probs(logits, sampler)
+    return speculative_accept(tokens, draft.probs if draft else None, p, rng)
+
+
+def decode_loop(ctx: Context, drafter: Drafter, history: list[int], *, n_predict: int,
+                sampler: SamplerParams, rng: np.random.Generator, stats: GenerationStats,
+                is_eog: Callable[[int], bool],
+                cancelled: Callable[[], bool] = lambda: False) -> Generator[list[int], None, str]:
+    """Generate up to ``n_predict`` tokens after ``history``, yielding each cycle's emitted tokens.
+
+    ``history`` is extended in place. Returns the stop reason: ``"eos"`` (an end-of-generation
+    token, which is not emitted), ``"length"`` (n_predict reached), ``"context"`` (the KV cache
+    is full) or ``"cancelled"``.
+    """
+    now = time.perf_counter
+    while True:
+        if stats.n_generated >= n_predict:
+            return "length"
+        if cancelled():
+            return "cancelled"
+        pos = len(history) - 1
+        if pos >= ctx.n_ctx:
+            return "context"
+        # drafts must fit in the context and in the budget (the bonus token is always emitted)
+        room = min(n_predict - stats.n_generated - 1, ctx.n_ctx - pos - 1)
+
+        t0 = now()
+        draft = None
+        if room > 0:
+            req = DraftRequest(np.asarray(history, dtype=np.int32), pos, room, sampler, rng)
+            draft = drafter.propose(req)
+        t1 = now()
+        batch = [history[-1]] + (draft.tokens if draft else [])
+        ctx.decode(batch, pos, all_logits=True)
+        n_acc, nxt = accept(draft, ctx.logits(), sampler, rng)
+        ctx.kv_remove(pos + 1 + n_acc)  # drop rejected drafts; keep pending + accepted
+        t2 = now()
+
+        n_drafted = len(draft.tokens) if draft else 0
+        if draft:
+            drafter.observe(n_drafted, n_acc)
+        stats.observe_cycle(n_drafted, n_acc)
+        stats.t_draft_ms += (t1 - t0) * 1e3
+        stats.t_verify_ms += (t2 - t1) * 1e3
+
+        emitted = (draft.tokens[:n_acc] if draft else []) + [nxt]
+        eos = next((i for i, t in enumerate(emitted) if is_eog(t)), None)
+        if eos is not None:
+            emitted = emitted[:eos]
+        emitted = emitted[:n_predict - stats.n_generated]
+        history.extend(emitted)
+        stats.n_generated += len(emitted)
+        ctx.kv_remove(len(history) - 1)  # restore the invariant after any truncation
+        if emitted:
+            yield emitted
+        if eos is not None:
+            return "eos"

@@ -1,0 +1,243 @@
+"""The embedding API: an :class:`Engine` owns one model and one context.
+
+    from edgessd import Engine
+    eng = Engine("smollm2-135m", n_ctx=2048)
+    for piece in eng.stream([{"role": "user", "content": "Hi!"}], n_predict=64):
+        if isinstance(piece, str):
+            print(piece, end="", flush=True)
+        else:
+            print(piece.stats.gen_tok_s)
+
+Thread safety: an Engine runs one generation at a time; a second call from another
+thread waits for the first to finish. Use one Engine per concurrent generation.
+
+The KV cache is kept between calls: a prompt that starts with the previous call's tokens
+(the next turn of a chat) only decodes what is new.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from ._capi import Context, Model
+from .decode import decode_loop
+from .drafters import Drafter, LayerSkipDrafter, LookupDrafter, NoDrafter
+from .errors import ContextOverflowError, InvalidArgumentError
+from .sampling import SamplerParams
+from .skipset import SkipSet, parse_skip_spec
+from .stats import GenerationStats
+
+MODES = ("auto", "plain", "lookup", "layerskip")
+Prompt = str | Sequence[dict]
+
+
+@dataclass
+class GenerationResult:
+    """The outcome of one generation."""
+
+    text: str
+    tokens: list[int]
+    mode: str                     # the mode that ran ("auto" resolved to one of the others)
+    layer_set: SkipSet | None     # skipped sublayers when drafting by layer skip
+    domain: str | None            # the routed domain, when a domain index chose the set
+    stop_reason: str              # eos | length | context | cancelled
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "mode": self.mode,
+                "layer_set": self.layer_set.to_json() if self.layer_set else None,
+                "domain": self.domain, "stop_reason": self.stop_reason, "stats": self.stats.to_json()}
+
+
+def default_skip_set(n_layer: int) -> SkipSet:
+    """A fixed starting set: attention and MLP of every 4th layer, never the first or last."""
+    layers = list(range(3, n_layer - 1, 4))
+    return SkipSet.of(layers, layers)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Engine:
+    """One model and one context, driven by the speculative decode loop."""
+
+    def __init__(self, model: str | os.PathLike | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 n_batch: int = 512, n_gpu_layers: int = 0) -> None:
+        if n_threads is not None and n_threads <= 0:
+            raise InvalidArgumentError(f"threads must be positive, got {n_threads}")
+        self.model_path: Path = registry.resolve(model)
+        self.model = Model(self.model_path, n_gpu_layers=n_gpu_layers)
+        self.ctx = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or default_threads())
+        self._kv: list[int] = []  # the tokens the KV cache holds, in order
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- prompts ----------------------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """A chat (list of {"role", "content"}) rendered with the GGUF's template; a str as is."""
+        if isinstance(prompt, str):
+            return prompt
+        text = self.model.apply_chat_template(list(prompt))
+        if text is None:
+            self.warn_once("template", f"{self.model_path.name} has no usable chat template; "
+                                       "using a plain 'role: content' layout")
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in prompt) + "assistant:"
+        return text
+
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        return self.model.tokenize(self.render(prompt))
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            print(f"edgessd: warning: {message}", file=sys.stderr)
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, prompt: Prompt, **kwargs) -> GenerationResult:
+        """Generate a reply; same arguments as :meth:`stream`. Returns the final result."""
+        result = None
+        for item in self.stream(prompt, **kwargs):
+            if isinstance(item, GenerationResult):
+                result = item
+        assert result is not None, "stream always ends with a result"
+        return result
+
+    def stream(self, prompt: Prompt, *, n_predict: int = 128, temperature: float = 0.0, top_k: int = 40,
+               top_p: float = 0.95, seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
+               draft_max: int | None = None, cancel: threading.Event | None = None,
+               ) -> Iterator[str | GenerationResult]:
+        """Yield text pieces as tokens are accepted, then the :class:`GenerationResult`.
+
+        prompt: raw text, or chat messages rendered with the model's template.
+        mode: plain | lookup | layerskip | auto. skip: the layer-skip set (a SkipSet or a spec
+        such as ``"attn:3,5;mlp:4-9"``); default: every 4th layer. draft_max: drafts per cycle
+        (default 4). cancel: set it to stop after the current cycle.
+        """
+        if not isinstance(n_predict, int) or n_predict < 0:
+            raise InvalidArgumentError(f"n_predict must be an integer >= 0, got {n_predict!r}")
+        if draft_max is not None and draft_max < 1:
+            raise InvalidArgumentError(f"draft_max must be >= 1, got {draft_max}")
+        sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            raise InvalidArgumentError("the prompt is empty")
+        if len(tokens) >= self.ctx.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds "
+                                       f"{self.ctx.n_ctx}; use a larger --ctx-size or a shorter prompt")
+        drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max)
+        with self._lock:
+            yield from self._run(tokens, drafter, mode_run, layer_set, n_predict, sampler, cancel)
+
+    def _run(self, tokens: list[int], drafter: Drafter, mode: str, layer_set: SkipSet | None, n_predict: int,
+             sampler: SamplerParams, cancel: threading.Event | None) -> Iterator[str | GenerationResult]:
+        stats = GenerationStats(n_prompt=len(tokens))
+        t0 = time.perf_counter()
+        stats.n_prompt_eval = self._prefill(tokens)
+        stats.t_prompt_ms = (time.perf_counter() - t0) * 1e3
+        history = list(tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        rng = np.random.default_rng(sampler.seed)
+        t1 = time.perf_counter()
+        loop = decode_loop(self.ctx, drafter, history, n_predict=n_predict, sampler=sampler, rng=rng,
+                           stats=stats, is_eog=self.model.is_eog,
+                           cancelled=(cancel.is_set if cancel else (lambda: False)))
+        reason = "cancelled"
+        try:
+            while True:
+                try:
+                    emitted = next(loop)
+                except StopIteration as stop:
+                    reason = stop.value
+                    break
+                text = decoder.decode(b"".join(self.model.token_bytes(t) for t in emitted))
+                if text:
+                    pieces.append(text)
+                    yield text
+        finally:
+            loop.close()
+            self._kv = history[:-1]  # the loop's invariant: KV holds all but the pending token
+            stats.t_gen_ms = (time.perf_counter() - t1) * 1e3
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+            yield tail
+        yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=mode,
+                               layer_set=layer_set, domain=None, stop_reason=reason, stats=stats)
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Make the KV cache hold ``tokens[:-1]``, reusing the longest prefix already there."""
+        target = tokens[:-1]
+        keep = common_prefix(self._kv, target)
+        self.ctx.kv_remove(keep)
+        self._kv = self._kv[:keep]
+        if len(target) > keep:
+            self.ctx.decode(target[keep:], keep)
+        self._kv = list(target)
+        return len(target) - keep
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next prompt is decoded from scratch)."""
+        self.ctx.kv_clear()
+        self._kv = []
+
+    def _drafter(self, mode: str, skip: SkipSet | str | None,
+                 draft_max: int | None) -> tuple[Drafter, str, SkipSet | None]:
+        if mode not in MODES:
+            raise InvalidArgumentError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+        if isinstance(skip, str):
+            skip = parse_skip_spec(skip)
+        if skip is not None:
+            skip.check(self.model.n_layer)
+        if mode == "auto":
+            mode = "layerskip" if skip is not None and not skip.empty else "plain"
+        if mode == "lookup":
+            return LookupDrafter(max_tokens=draft_max or 4), mode, None
+        if mode == "layerskip":
+            if not self.model.skip_supported:
+                self.warn_once("skip", f"layer skip is not supported for architecture {self.model.arch!r}; "
+                                       "decoding plainly")
+                return NoDrafter(), "plain", None
+            chosen = skip if skip is not None else default_skip_set(self.model.n_layer)
+            return LayerSkipDrafter(self.ctx, chosen, max_tokens=draft_max or 4), mode, chosen
+        return NoDrafter(), "plain", None
+
+
+def default_threads() -> int:
+    """``$EDGESSD_THREADS``, else the number of physical cores (llama.cpp's own default)."""
+    env = os.environ.get("EDGESSD_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise InvalidArgumentError(f"EDGESSD_THREADS={env!r} is not an integer") from None
+        if n <= 0:
+            raise InvalidArgumentError(f"EDGESSD_THREADS must be positive, got {n}")
+        return n
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
