@@ -11,6 +11,7 @@ from ..errors import EdgessdError
 
 # name -> (module, attribute, one-line help shown in `edgessd --help` without importing the module)
 COMMANDS = {
+    "generate": ("edgessd.cli.generate_cmd", "generate", "Generate a completion of a prompt (streamed, or --json)."),
     "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
 }
 
@@ -48,6 +49,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Examples:
+      edgessd generate smollm2-135m -p "The capital of France is" -n 32
       edgessd models list
       edgessd models pull smollm2-135m
       edgessd models path qwen2.5-coder-0.5b

@@ -1,0 +1,50 @@
+"""``edgessd generate MODEL -p PROMPT``: one completion, streamed or as JSON."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .options import engine_options, model_argument, sampling_options
+
+
+@click.command("generate")
+@model_argument
+@click.option("-p", "--prompt", required=True, help="Prompt text ('-' reads standard input).")
+@click.option("--chat", is_flag=True, help="Wrap the prompt as a user message in the model's chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, tokens, mode, layer_set, stats.")
+@sampling_options
+@engine_options
+def generate(model, prompt, chat, as_json, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
+             n_threads, n_ctx, n_gpu_layers) -> None:
+    """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
+
+    \b
+    Examples:
+      edgessd generate smollm2-135m -p "The capital of France is" -n 32
+      edgessd generate qwen2.5-coder-0.5b --chat -p "Write fizzbuzz in Python" --mode lookup --json
+      edgessd generate model.gguf -p "Once upon" --mode layerskip --skip 'attn:3-9;mlp:4,8'
+    """
+    from ..engine import Engine
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+    request = [{"role": "user", "content": prompt}] if chat else prompt
+    kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                  mode=mode, skip=skip, draft_max=draft_max)
+    if as_json:
+        click.echo(json.dumps(eng.generate(request, **kwargs).to_json()))
+        return
+    result = None
+    for item in eng.stream(request, **kwargs):
+        if isinstance(item, str):
+            click.echo(item, nl=False)
+        else:
+            result = item
+    click.echo()
+    s = result.stats
+    click.secho(f"[{s.n_generated} tokens | prompt {s.prompt_tok_s:.1f} t/s | gen {s.gen_tok_s:.1f} t/s | "
+                f"{result.mode} | accept {100 * s.acceptance_rate:.0f}% | mean_accepted {s.mean_accepted:.2f}]",
+                dim=True, err=True)

@@ -1,0 +1,39 @@
+"""Options shared by commands, named as llama.cpp names them where they mean the same."""
+from __future__ import annotations
+
+import click
+
+from ..engine import MODES
+
+
+def model_argument(f):
+    return click.argument("model", required=False, envvar="EDGESSD_MODEL")(f)
+
+
+def engine_options(f):
+    """-t/--threads, -c/--ctx-size, -ngl/--n-gpu-layers."""
+    f = click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=0), default=0,
+                     show_default=True, help="Layers to offload to the GPU (CUDA/Metal builds).")(f)
+    f = click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True,
+                     help="Context size in tokens.")(f)
+    f = click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), envvar="EDGESSD_THREADS",
+                     default=None, help="CPU threads [default: physical cores; env EDGESSD_THREADS].")(f)
+    return f
+
+
+def sampling_options(f):
+    """-n/--n-predict, --temp, --top-k, --top-p, --seed, --mode, --skip, --draft-max."""
+    f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
+                     help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup].")(f)
+    f = click.option("--skip", "skip", default=None, metavar="SPEC",
+                     help="Sublayers to skip when drafting, e.g. 'attn:3,5,7;mlp:4-9'.")(f)
+    f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+                     help="How to draft: auto decides from the device profile.")(f)
+    f = click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible runs).")(f)
+    f = click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)(f)
+    f = click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True)(f)
+    f = click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Sampling temperature; 0 is greedy.")(f)
+    f = click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=0), default=128, show_default=True,
+                     help="Tokens to generate at most.")(f)
+    return f
