@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
@@ -11,6 +10,7 @@ from ..errors import EdgessdError
 
 # name -> (module, attribute, one-line help shown in `edgessd --help` without importing the module)
 COMMANDS = {
+    "chat": ("edgessd.cli.chat_cmd", "chat", "Chat with a model in the terminal (default smollm2-135m)."),
     "generate": ("edgessd.cli.generate_cmd", "generate", "Generate a completion of a prompt (streamed, or --json)."),
     "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
 }
@@ -49,6 +49,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Examples:
+      edgessd chat                      # the default model, fetched on first use
+      edgessd chat qwen2.5-coder-0.5b --temp 0
       edgessd generate smollm2-135m -p "The capital of France is" -n 32
       edgessd models list
       edgessd models pull smollm2-135m
@@ -59,7 +61,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="edgessd")
+    """Entry point: usage errors and library errors are one line on stderr, exit code 2."""
+    try:
+        rc = cli.main(prog_name="edgessd", standalone_mode=False)
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "edgessd"
+        click.echo(f"edgessd: error: {e.format_message()} (see '{cmd} --help')", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("edgessd: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"edgessd: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

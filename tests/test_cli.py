@@ -1,0 +1,65 @@
+"""The CLI as a user runs it: one-line errors with exit code 2, JSON output, help."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+
+def test_help_lists_commands_with_examples():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("chat", "generate", "models"):
+        assert cmd in r.stdout
+    assert "Examples:" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("generate", "/no/such/model.gguf", "-p", "hi"), "model file not found"),
+    (("generate", "smollm2-135m", "-p", "hi", "--temp", "-1"), "--temp"),
+    (("generate", "smollm2-135m", "-p", "hi", "-n", "-5"), "--n-predict"),
+    (("generate", "smollm2-135m", "-p", "hi", "--top-p", "1.5"), "--top-p"),
+    (("generate", "smollm2-135m", "-p", "hi", "--mode", "fast"), "--mode"),
+    (("generate", "smollm2-135m", "-p", "hi", "--mode", "layerskip", "--skip", "attn:x"), "malformed skip spec"),
+    (("generate", "smollm2-135m", "-p", "hi", "--mode", "layerskip", "--skip", "attn:99"), "layers 0-29"),
+    (("generate", "no-such-model", "-p", "hi"), "unknown model"),
+    (("chat", "/no/such/model.gguf"), "model file not found"),
+])
+def test_errors_are_one_line_with_exit_code_2(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("edgessd: error: ") and needle in lines[0]
+
+
+def test_not_a_gguf_is_a_clean_error(tmp_path):
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("this is a text file, not a model\n")
+    r = run_cli("generate", str(fake), "-p", "hi")
+    assert r.returncode == 2 and r.stderr.strip() == f"edgessd: error: {fake} is not a GGUF file"
+
+
+def test_generate_json_has_the_documented_fields():
+    r = run_cli("generate", "smollm2-135m", "-p", "The capital of France is", "-n", "12", "--mode", "layerskip",
+                "--skip", "attn:4,8;mlp:4-6", "--draft-max", "3", "-t", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"text", "tokens", "mode", "layer_set", "domain", "stats"} <= set(out)
+    assert out["mode"] == "layerskip" and out["layer_set"] == {"attn": [4, 8], "mlp": [4, 5, 6]}
+    assert out["domain"] is None
+    st = out["stats"]
+    for key in ("n_prompt", "n_generated", "n_cycles", "n_drafted", "n_accepted", "mean_accepted",
+                "acceptance_per_pos", "t_prompt_ms", "t_draft_ms", "t_verify_ms", "t_gen_ms", "prompt_tok_s",
+                "gen_tok_s"):
+        assert key in st
+    assert st["n_generated"] == len(out["tokens"]) <= 12
+    assert st["n_drafted"] > 0 and "Paris" in out["text"]
+
+
+def test_generate_streams_text_and_a_status_line():
+    r = run_cli("generate", "smollm2-135m", "-p", "The capital of France is", "-n", "8", "-t", "2")
+    assert r.returncode == 0
+    assert "Paris" in r.stdout
+    assert "gen " in r.stderr and "t/s" in r.stderr
