@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -225,6 +226,7 @@ class Context:
             b.seq_id[i][0] = 0
         self._skip = model.skip_flags()
         self.n_outputs = 0
+        self.t_decode_ms = 0.0  # wall time inside llama_decode, accumulated (for overhead accounting)
 
     def close(self) -> None:
         self._free()
@@ -255,7 +257,9 @@ class Context:
             if last:
                 self._out[k - 1] = 1
             self._batch.n_tokens = k
+            t0 = time.perf_counter()
             rc = C.llama_decode(self.ptr, self._batch)
+            self.t_decode_ms += (time.perf_counter() - t0) * 1e3
             if rc == 1:
                 raise ContextOverflowError("llama.cpp found no KV slot for the batch: the context is full")
             if rc != 0:

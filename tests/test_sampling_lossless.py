@@ -1,0 +1,76 @@
+"""Speculative *sampling* on a real model emits tokens with the target model's distribution.
+
+At a position where several tokens are likely, N seeded generations draft the token
+(layer skip: a sampled draft with its own q; lookup: a deterministic point mass) and
+verify it by speculative sampling. The counts of the emitted token are compared, by a
+chi-square test, with the target distribution p computed from the full model's logits
+under the same sampler settings. Categories with an expected count under 5 are pooled.
+
+False-failure rate: the test fails when p-value < ALPHA = 1e-3, so a correct
+implementation fails one run in a thousand. A wrong rule, for example accepting every
+draft, moves the layer-skip distribution by far more than this test resolves with N=600
+(the draft's top token differs from the target's by ~10+ points of probability here).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from edgessd.engine import Engine
+from edgessd.sampling import SamplerParams, target_probs
+from edgessd.skipset import SkipSet
+
+ALPHA = 1e-3
+N = 600
+SETTINGS = dict(temperature=1.0, top_k=6, top_p=1.0)
+
+
+@pytest.fixture(scope="module")
+def eng():
+    e = Engine("smollm2-135m", n_ctx=256, n_threads=2)
+    yield e
+    e.close()
+
+
+def target_first_token(eng: Engine, prompt: str) -> np.ndarray:
+    """The target distribution of the first generated token (the verifier's row 0)."""
+    toks = eng.tokenize(prompt)
+    eng.reset()
+    eng.ctx.decode(toks, 0)
+    p = target_probs(eng.ctx.logits()[0].copy(), SamplerParams(**SETTINGS))
+    eng.reset()
+    return p
+
+
+def chi_square_pvalue(counts: dict[int, int], p: np.ndarray, n: int) -> float:
+    support = np.flatnonzero(p > 0)
+    assert set(counts) <= set(support.tolist()), "emitted a token outside the sampler's support"
+    expected = p[support] * n
+    observed = np.array([counts.get(int(t), 0) for t in support], dtype=float)
+    big = expected >= 5
+    obs = np.append(observed[big], observed[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    return float(sps.chisquare(obs, exp).pvalue)
+
+
+@pytest.mark.parametrize("mode,prompt,skip", [
+    ("layerskip", "My favourite fruit is", SkipSet.of(range(2, 28, 3), range(2, 28, 3))),
+    ("lookup", "I like red apples. I like green apples. I like", None),
+], ids=["layerskip", "lookup"])
+def test_first_token_has_the_target_distribution(eng, mode, prompt, skip):
+    p = target_first_token(eng, prompt)
+    assert (p > 0.05).sum() >= 3, "the position must have several likely tokens"
+    counts: dict[int, int] = {}
+    drafted = accepted = 0
+    for seed in range(N):
+        r = eng.generate(prompt, n_predict=2, mode=mode, skip=skip, draft_max=1, seed=seed, **SETTINGS)
+        counts[r.tokens[0]] = counts.get(r.tokens[0], 0) + 1
+        drafted += r.stats.n_drafted
+        accepted += r.stats.n_accepted
+    # the drafter really proposed, and some proposals were rejected: the rule was exercised
+    assert drafted == N
+    assert 0 < accepted < drafted
+    assert chi_square_pvalue(counts, p, N) > ALPHA
