@@ -58,7 +58,7 @@ def chi_square_pvalue(counts: dict[int, int], p: np.ndarray, n: int) -> float:
 
 @pytest.mark.parametrize("mode,prompt,skip", [
     ("layerskip", "My favourite fruit is", SkipSet.of(range(2, 28, 3), range(2, 28, 3))),
-    ("lookup", "I like red apples. I like green apples. I like", None),
+    ("lookup", "The cat sat on the mat. The dog sat on the", None),
 ], ids=["layerskip", "lookup"])
 def test_first_token_has_the_target_distribution(eng, mode, prompt, skip):
     p = target_first_token(eng, prompt)
