@@ -29,18 +29,27 @@ def one_layer(model: Model, il: int, flag: int) -> np.ndarray:
     return f
 
 
-@pytest.fixture(scope="module", params=[name for name, _ in ARCH_MODELS], ids=[a for _, a in ARCH_MODELS])
-def arch_ctx(request):
-    model = load_model(request.param)
+@pytest.fixture(scope="module", params=[name for name, _ in ARCH_MODELS] + ["tiny-qwen3"],
+                ids=[a for _, a in ARCH_MODELS] + ["qwen3-synthetic"])
+def arch_ctx(request, tmp_path_factory):
+    if request.param == "tiny-qwen3":
+        # no small Qwen3 model is reachable: a random-weight one runs the real qwen3 graph code
+        from tinygguf import write_tiny_qwen3
+
+        model = Model(write_tiny_qwen3(tmp_path_factory.mktemp("gguf") / "tiny-qwen3.gguf"))
+        tokens = [int(t) for t in np.random.default_rng(3).integers(0, model.n_vocab, 24)]
+    else:
+        model = load_model(request.param)
+        tokens = model.tokenize(PROMPT)
     ctx = Context(model, n_ctx=256, n_batch=64, n_threads=2)
-    yield model, ctx, model.tokenize(PROMPT)
+    yield model, ctx, tokens
     ctx.close()
 
 
 def test_architecture_is_supported(arch_ctx):
     model, _, _ = arch_ctx
     assert model.skip_supported
-    assert model.arch in {"llama", "qwen2", "gemma3"}
+    assert model.arch in {"llama", "qwen2", "gemma3", "qwen3"}
 
 
 def test_zero_mask_is_bitwise_equal_to_no_mask(arch_ctx):

@@ -1,8 +1,10 @@
-"""Write a tiny, real GGUF of an architecture the layer-skip patch does not cover (GPT-2).
+"""Tiny, real GGUF files for architectures no registry model has.
 
-No registry model has such an architecture, so tests make one: random weights,
-2 layers, 64-dim, a 64-token dummy vocabulary. llama.cpp loads and runs it;
-its output is noise, which is all an "unsupported architecture" test needs.
+- GPT-2: an architecture the layer-skip patch does not cover (the "unsupported" tests).
+- Qwen3: covered by the patch, but no small Qwen3 model is reachable here.
+
+Random weights and a dummy vocabulary: llama.cpp loads and runs them through the
+architecture's real graph code; the output is noise, which is all these tests need.
 """
 from __future__ import annotations
 
@@ -47,6 +49,50 @@ def write_tiny_gpt2(path: Path, *, n_layer: int = 2, n_embd: int = 64, n_vocab: 
         writer.add_tensor(f"blk.{i}.ffn_up.bias", np.zeros(4 * n_embd, np.float32))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, 4 * n_embd))
         writer.add_tensor(f"blk.{i}.ffn_down.bias", np.zeros(n_embd, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_tiny_qwen3(path: Path, *, n_layer: int = 4, n_embd: int = 64, n_head: int = 4, n_head_kv: int = 2,
+                     n_vocab: int = 96, n_ctx: int = 256) -> Path:
+    rng = np.random.default_rng(1)
+    head = n_embd // n_head
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "qwen3")
+    writer.add_name("tiny-qwen3-test")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(2 * n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_key_length(head)
+    writer.add_value_length(head)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("none")
+    writer.add_vocab_size(n_vocab)
+    writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    for i in range(n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", w(n_head * head, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", w(n_head_kv * head, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", w(n_head_kv * head, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", w(n_embd, n_head * head))
+        writer.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", w(2 * n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", w(2 * n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, 2 * n_embd))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
