@@ -227,6 +227,8 @@ class Context:
         self._skip = model.skip_flags()
         self.n_outputs = 0
         self.t_decode_ms = 0.0  # wall time inside llama_decode, accumulated (for overhead accounting)
+        self._view: np.ndarray | None = None
+        self._view_key: tuple[int, int] | None = None
 
     def close(self) -> None:
         self._free()
@@ -272,7 +274,11 @@ class Context:
         ptr = C.llama_get_logits(self.ptr)
         if not ptr:
             raise LibraryError("llama_get_logits returned NULL")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_outputs, self.model.n_vocab))
+        addr = ctypes.addressof(ptr.contents)
+        if self._view_key != (addr, self.n_outputs):  # the buffer rarely moves: reuse the view
+            self._view = np.ctypeslib.as_array(ptr, shape=(self.n_outputs, self.model.n_vocab))
+            self._view_key = (addr, self.n_outputs)
+        return self._view
 
     # -- KV cache ---------------------------------------------------------------------------------
     def kv_remove(self, p0: int, p1: int = -1) -> None:

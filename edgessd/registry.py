@@ -10,6 +10,7 @@ is detected and fetched again, never used.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -179,3 +180,20 @@ def resolve(model: str | os.PathLike | None) -> Path:
             raise ModelError(f"model file not found: {p}")
         return p
     return pull(str(model))
+
+
+def model_sha256(path: Path) -> str:
+    """The sha256 of a GGUF file, remembered by path, size and mtime so it is computed once."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    memo = cache_dir() / "hashes" / f"{key}.json"
+    try:
+        m = json.loads(memo.read_text())
+        if m.get("size") == st.st_size and m.get("mtime_ns") == st.st_mtime_ns and len(m.get("sha256", "")) == 64:
+            return m["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = sha256_file(path)
+    write_json_atomic(memo, {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
+    return digest

@@ -84,10 +84,16 @@ def sample(p: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(c, rng.random() * c[-1], side="right"), len(p) - 1))
 
 
-def top1_prob(logits: np.ndarray) -> float:
-    """Softmax probability of the argmax of one logits row ``[V]`` (temperature 1)."""
-    m = logits.max()
-    return float(1.0 / np.exp(logits - m, dtype=np.float64).sum())
+def top1_prob(logits: np.ndarray, work: np.ndarray | None = None) -> float:
+    """Softmax probability of the argmax of one float32 logits row ``[V]`` (temperature 1).
+
+    Computed in float32 (ample for a stopping threshold); ``work`` is an optional float32
+    ``[V]`` scratch buffer, reused so the draft loop does not allocate.
+    """
+    buf = np.empty_like(logits, dtype=np.float32) if work is None else work
+    np.subtract(logits, logits.max(), out=buf)
+    np.exp(buf, out=buf)
+    return float(1.0 / buf.sum(dtype=np.float64))
 
 
 def greedy_accept(draft: Sequence[int], target_argmax: np.ndarray) -> int:

@@ -48,6 +48,10 @@ def test_sampler_params_reject_nonsense(bad):
 def test_top1_prob():
     assert top1_prob(np.array([0.0, 0.0])) == pytest.approx(0.5)
     assert top1_prob(np.array([10.0, 0.0, 0.0])) == pytest.approx(1 / (1 + 2 * np.exp(-10)))
+    row = np.random.default_rng(0).standard_normal(151936).astype(np.float32) * 5
+    exact = 1.0 / np.exp(row.astype(np.float64) - row.max()).sum()
+    assert top1_prob(row) == pytest.approx(exact, rel=1e-5)
+    assert top1_prob(row, np.empty_like(row)) == pytest.approx(exact, rel=1e-5)
 
 
 def test_speculative_accept_identical_distributions_accepts_everything():

@@ -35,6 +35,7 @@ class LayerSkipDrafter:
         self.p_bounds = p_bounds
         self.n_drafted = 0
         self.n_accepted = 0
+        self._work = np.empty(ctx.model.n_vocab, dtype=np.float32)  # scratch for top1_prob
 
     def propose(self, req: DraftRequest) -> Draft | None:
         limit = min(self.max_tokens, req.max_tokens)
@@ -50,7 +51,8 @@ class LayerSkipDrafter:
                     row = self.ctx.logits()[0]
                     if req.sampler.greedy:
                         tok = int(np.argmax(row))
-                        conf = top1_prob(row)
+                        # the first draft is always kept: its confidence is not needed
+                        conf = top1_prob(row, self._work) if i > 0 else 1.0
                     else:
                         q = target_probs(row, req.sampler)
                         tok = sample(q, req.rng)

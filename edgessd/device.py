@@ -1,0 +1,65 @@
+"""What machine this is: the device fingerprint stored with every profile and report."""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        if m:
+            return m.group(1).strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        r = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        r = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip().splitlines()[0]
+    if Path("/etc/nv_tegra_release").exists():
+        return "NVIDIA Jetson"
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return "Apple GPU (Metal)"
+    return None
+
+
+def backend() -> str:
+    """The backend the installed llama.cpp was built for (recorded by patches/build.py)."""
+    try:
+        return json.loads((Path(sys.prefix) / "edgessd-llama-build.json").read_text())["backend"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def fingerprint(n_threads: int | None = None) -> dict:
+    """CPU, cores, memory, backend, GPU: what a profile's timings depend on."""
+    fp = {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "os": platform.system(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "cores_logical": psutil.cpu_count(logical=True),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "backend": backend(),
+        "gpu": gpu_name(),
+    }
+    if n_threads is not None:
+        fp["threads"] = n_threads
+    return fp

@@ -1,0 +1,263 @@
+"""Measure what decoding costs on this device, and keep it in a versioned JSON file.
+
+For several context lengths it times, through the skip API:
+- a single-token decode, t(1);
+- the same with every attention sublayer skipped, every MLP skipped, and both: the
+  differences, divided by the layer count, are the per-layer attention and MLP costs,
+  and what remains with both skipped is the base (embeddings, LM head, fixed overhead);
+- the verification curve V(k), k = 1..k_max tokens in one batch with logits at every
+  position, as verification needs them;
+- a graph rebuild (alternating two masks), what a cycle would pay without graph lanes.
+Then it fits attention = a + b * ctx and MLP = constant, and reports the fit errors.
+
+Layers of one model have the same shapes, so their costs are measured together, which is
+far less noisy than timing 2L single-sublayer skips one by one.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import device, registry
+from ._capi import Context, Model
+from .errors import EdgessdError
+from .fsutil import cache_dir, write_json_atomic
+from .skipset import SKIP_ATTN, SKIP_FFN
+
+SCHEMA = 1
+
+
+@dataclass
+class Profile:
+    """Measured costs on one device for one model (times in milliseconds)."""
+
+    schema: int
+    model_sha256: str
+    model_name: str
+    device: dict             # device.fingerprint(), threads included
+    n_layer: int
+    ctx: list[int]           # context lengths measured
+    t1_ms: list[float]       # [len(ctx)] single-token decode
+    attn_ms: list[float]     # [len(ctx)] attention cost of one layer
+    mlp_ms: list[float]      # [len(ctx)] MLP cost of one layer
+    base_ms: list[float]     # [len(ctx)] the rest of a step (embeddings, LM head, overhead)
+    verify_ms: list[list[float]]  # [len(ctx)][k_max] V(k) for k = 1..k_max, all logits
+    rebuild_ms: float        # one graph rebuild (paid twice per cycle without graph lanes)
+    attn_fit: dict           # {"a": ms, "b": ms per token of context, "rmse_ms": ...}
+    mlp_fit: dict            # {"mean": ms, "rmse_ms": ...}
+    seconds: float           # how long profiling took
+
+    # -- interpolation at any context length ------------------------------------------------------
+    def _interp(self, values: list[float], ctx: int) -> float:
+        return float(np.interp(ctx, self.ctx, values))
+
+    def t1(self, ctx: int) -> float:
+        return self._interp(self.t1_ms, ctx)
+
+    def verify(self, k: int, ctx: int) -> float:
+        """V(k) at context ``ctx``: k tokens in one batch, all logits."""
+        col = [row[k - 1] for row in self.verify_ms]
+        return self._interp(col, ctx)
+
+    def verify_curve(self, ctx: int) -> np.ndarray:
+        """[k_max] V(1..k_max) at context ``ctx``."""
+        return np.array([self.verify(k, ctx) for k in range(1, len(self.verify_ms[0]) + 1)])
+
+    def attn(self, ctx: int) -> float:
+        return self.attn_fit["a"] + self.attn_fit["b"] * ctx
+
+    def mlp(self) -> float:
+        return self.mlp_fit["mean"]
+
+    def base(self, ctx: int) -> float:
+        return self._interp(self.base_ms, ctx)
+
+    @property
+    def k_max(self) -> int:
+        return len(self.verify_ms[0])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class ProfileError(EdgessdError):
+    """A profile file is missing, corrupt, from another model or device, or of another schema."""
+
+
+def profile_path(model_sha256: str, n_threads: int) -> Path:
+    fp = device.fingerprint(n_threads)
+    tag = f"{fp['backend']}-t{n_threads}"
+    return cache_dir() / "profiles" / f"{model_sha256[:16]}-{tag}.json"
+
+
+def load_profile(path: Path, *, model_sha256: str | None = None, fingerprint: dict | None = None) -> Profile:
+    """Load and validate a profile; ProfileError says why it cannot be used."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"no profile at {path}") from None
+    except (OSError, ValueError) as e:
+        raise ProfileError(f"profile {path} is unreadable: {e}") from e
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ProfileError(f"profile {path} has schema {data.get('schema') if isinstance(data, dict) else '?'}, "
+                           f"expected {SCHEMA}")
+    try:
+        prof = Profile(**data)
+        _validate(prof)
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise ProfileError(f"profile {path} is malformed: {e}") from e
+    if model_sha256 is not None and prof.model_sha256 != model_sha256:
+        raise ProfileError(f"profile {path} belongs to another model")
+    if fingerprint is not None and prof.device != fingerprint:
+        raise ProfileError(f"profile {path} was measured on another device or thread count")
+    return prof
+
+
+def _validate(p: Profile) -> None:
+    n = len(p.ctx)
+    if n == 0 or any(len(x) != n for x in (p.t1_ms, p.attn_ms, p.mlp_ms, p.base_ms, p.verify_ms)):
+        raise ValueError("per-context lists differ in length")
+    if len({len(row) for row in p.verify_ms}) != 1 or p.k_max < 2:
+        raise ValueError("verify_ms rows differ in length")
+    vals = [*p.t1_ms, *p.base_ms, *(v for row in p.verify_ms for v in row)]
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) and v > 0 for v in vals):
+        raise ValueError("timings must be positive numbers")
+    if sorted(p.ctx) != p.ctx or p.n_layer <= 0:
+        raise ValueError("bad context lengths or layer count")
+    float(p.attn_fit["a"]), float(p.attn_fit["b"]), float(p.mlp_fit["mean"])
+
+
+def _median_ms(fn: Callable[[], None], reps: int) -> float:
+    fn()  # warm-up (and the graph build for this shape)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 16, reps: int = 5,
+            progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Run the measurements; returns the fields of a Profile that depend on timing."""
+    L = model.n_layer
+    rng = np.random.default_rng(0)
+    filler = [int(t) for t in rng.integers(100, min(model.n_vocab, 20000), max(ctx_lengths) + k_max + 1)]
+    tok = filler[-1]
+    all_attn = np.full(L, SKIP_ATTN, np.uint8)
+    all_mlp = np.full(L, SKIP_FFN, np.uint8)
+    both = all_attn | all_mlp
+    out = {k: [] for k in ("t1_ms", "attn_ms", "mlp_ms", "base_ms", "verify_ms")}
+    ctx.kv_clear()
+    filled = 0
+    for n in ctx_lengths:
+        if n > filled:  # grow the KV cache to n tokens
+            ctx.decode(filler[filled:n], filled)
+            filled = n
+
+        def step(mask, k=1, n=n):
+            with ctx.skipping(mask):
+                ctx.decode([tok] * k, n, all_logits=True)
+            ctx.kv_remove(n)
+
+        progress(f"ctx {n}: sublayer costs")
+        t1 = _median_ms(lambda: step(None), reps)
+        t_noattn = _median_ms(lambda: step(all_attn), reps)
+        t_nomlp = _median_ms(lambda: step(all_mlp), reps)
+        t_base = _median_ms(lambda: step(both), reps)
+        out["t1_ms"].append(t1)
+        out["attn_ms"].append(max(t1 - t_noattn, 0.0) / L)
+        out["mlp_ms"].append(max(t1 - t_nomlp, 0.0) / L)
+        out["base_ms"].append(t_base)
+        row = []
+        for k in range(1, k_max + 1):
+            progress(f"ctx {n}: V({k})")
+            row.append(t1 if k == 1 else _median_ms(lambda k=k: step(None, k), max(2, reps // 2)))
+        out["verify_ms"].append(row)
+    ctx.kv_clear()
+    a_mask = model.skip_flags()
+    a_mask[L // 2] = SKIP_FFN
+    b_mask = model.skip_flags()
+    b_mask[L // 2 + 1] = SKIP_FFN
+    ctx.decode(filler[:16], 0)
+
+    def alternate():
+        for m in (a_mask, b_mask):
+            with ctx.skipping(m):
+                ctx.decode([tok], 16)
+            ctx.kv_remove(16)
+
+    def same():
+        for _ in range(2):
+            with ctx.skipping(a_mask):
+                ctx.decode([tok], 16)
+            ctx.kv_remove(16)
+
+    progress("graph rebuild")
+    out["rebuild_ms"] = max(0.0, (_median_ms(alternate, reps) - _median_ms(same, reps)) / 2)
+    ctx.kv_clear()
+    return out
+
+
+def fit(ctx_lengths: list[int], attn_ms: list[float], mlp_ms: list[float]) -> tuple[dict, dict]:
+    """attention = a + b * ctx (least squares), MLP = constant; with their RMS errors."""
+    x, y = np.asarray(ctx_lengths, float), np.asarray(attn_ms, float)
+    if len(x) >= 2:
+        b, a = np.polyfit(x, y, 1)
+    else:
+        a, b = float(y[0]), 0.0
+    attn_rmse = float(np.sqrt(np.mean((a + b * x - y) ** 2)))
+    m = np.asarray(mlp_ms, float)
+    return ({"a": float(a), "b": float(b), "rmse_ms": attn_rmse},
+            {"mean": float(m.mean()), "rmse_ms": float(np.sqrt(np.mean((m - m.mean()) ** 2)))})
+
+
+def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_lengths: list[int] | None = None,
+                  k_max: int = 16, reps: int = 5, force: bool = False,
+                  progress: Callable[[str], None] = lambda _: None) -> tuple[Profile, Path, bool]:
+    """Return (profile, its path, whether it was measured now); reuses a valid cached one unless ``force``."""
+    sha = registry.model_sha256(model_path)
+    fp = device.fingerprint(n_threads)
+    path = profile_path(sha, n_threads)
+    if not force:
+        try:
+            return load_profile(path, model_sha256=sha, fingerprint=fp), path, False
+        except ProfileError:
+            pass
+    lengths = ctx_lengths or [64, n_ctx // 4, n_ctx // 2]
+    lengths = sorted({min(max(8, n), n_ctx - k_max - 2) for n in lengths})
+    t0 = time.perf_counter()
+    model = Model(model_path)
+    ctx = Context(model, n_ctx=n_ctx, n_batch=max(64, k_max), n_threads=n_threads)
+    try:
+        m = measure(model, ctx, ctx_lengths=lengths, k_max=k_max, reps=reps, progress=progress)
+    finally:
+        ctx.close()
+    attn_fit, mlp_fit = fit(lengths, m["attn_ms"], m["mlp_ms"])
+    prof = Profile(schema=SCHEMA, model_sha256=sha, model_name=Path(model_path).name, device=fp,
+                   n_layer=model.n_layer, ctx=lengths, attn_fit=attn_fit, mlp_fit=mlp_fit,
+                   seconds=time.perf_counter() - t0, **m)
+    write_json_atomic(path, prof.to_json())
+    return prof, path, True
+
+
+def format_table(p: Profile) -> str:
+    lines = [f"profile of {p.model_name} on {p.device.get('cpu')} ({p.device.get('backend')}, "
+             f"{p.device.get('threads')} threads), {p.n_layer} layers",
+             f"{'ctx':>6} {'t(1) ms':>8} {'attn/layer':>10} {'mlp/layer':>9} {'base ms':>8}   V(k)/t(1) for k=2,3,4,5,8,16"]
+    for i, n in enumerate(p.ctx):
+        v = p.verify_ms[i]
+        ratios = " ".join(f"{v[k - 1] / p.t1_ms[i]:.2f}" for k in (2, 3, 4, 5, 8, 16) if k <= len(v))
+        lines.append(f"{n:>6} {p.t1_ms[i]:8.2f} {p.attn_ms[i]:10.3f} {p.mlp_ms[i]:9.3f} {p.base_ms[i]:8.2f}   {ratios}")
+    a, mf = p.attn_fit, p.mlp_fit
+    lines.append(f"fit: attention/layer = {a['a']:.3f} + {a['b'] * 1000:.3f}e-3 * ctx ms (rmse {a['rmse_ms']:.3f}); "
+                 f"mlp/layer = {mf['mean']:.3f} ms (rmse {mf['rmse_ms']:.3f})")
+    lines.append(f"graph rebuild {p.rebuild_ms:.2f} ms (avoided by graph lanes); measured in {p.seconds:.0f} s")
+    return "\n".join(lines)
