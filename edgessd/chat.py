@@ -130,7 +130,7 @@ class ChatSession:
         if self.last is None:
             return "[no reply yet]"
         r, st = self.last, self.last.stats
-        mode = f"{self.settings.mode}→{r.mode}" if self.settings.mode == "auto" else r.mode
+        mode = r.mode
         prompt = f"prompt {st.prompt_tok_s:.0f} t/s" if st.n_prompt_eval else "prompt cached"
         parts = [prompt, f"gen {st.gen_tok_s:.1f} t/s", mode]
         if st.n_drafted:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,10 +32,15 @@ from . import registry
 from ._capi import Context, Model
 from .decode import decode_loop
 from .drafters import Drafter, LayerSkipDrafter, LookupDrafter, NoDrafter
+from .drafters.auto import AutoDrafter
 from .errors import ContextOverflowError, InvalidArgumentError
+from .planner import conservative_cpu_cost, plan_layerskip
 from .sampling import SamplerParams
 from .skipset import SkipSet, parse_skip_spec
 from .stats import GenerationStats
+
+if TYPE_CHECKING:
+    from .profiler import Profile
 
 MODES = ("auto", "plain", "lookup", "layerskip")
 Prompt = str | Sequence[dict]
@@ -129,13 +135,15 @@ class Engine:
     def stream(self, prompt: Prompt, *, n_predict: int = 128, temperature: float = 0.0, top_k: int = 40,
                top_p: float = 0.95, seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
                draft_max: int | None = None, cancel: threading.Event | None = None,
-               ) -> Iterator[str | GenerationResult]:
+               drafter: Drafter | None = None) -> Iterator[str | GenerationResult]:
         """Yield text pieces as tokens are accepted, then the :class:`GenerationResult`.
 
         prompt: raw text, or chat messages rendered with the model's template.
-        mode: plain | lookup | layerskip | auto. skip: the layer-skip set (a SkipSet or a spec
+        mode: plain | lookup | layerskip | auto (the planner decides per cycle from the device
+        profile; the result's mode reads e.g. "auto→lookup"). skip: the layer-skip set (a SkipSet or a spec
         such as ``"attn:3,5;mlp:4-9"``); default: every 4th layer. draft_max: drafts per cycle
-        (default 4). cancel: set it to stop after the current cycle.
+        (default 4). cancel: set it to stop after the current cycle. drafter: your own
+        Drafter (propose/observe) instead of the mode's; it must leave the KV cache as it found it.
         """
         if not isinstance(n_predict, int) or n_predict < 0:
             raise InvalidArgumentError(f"n_predict must be an integer >= 0, got {n_predict!r}")
@@ -148,7 +156,10 @@ class Engine:
         if len(tokens) >= self.ctx.n_ctx:
             raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds "
                                        f"{self.ctx.n_ctx}; use a larger --ctx-size or a shorter prompt")
-        drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max)
+        if drafter is not None:
+            mode_run, layer_set = drafter.name, getattr(drafter, "skip", None)
+        else:
+            drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max)
         with self._lock:
             yield from self._run(tokens, drafter, mode_run, layer_set, n_predict, sampler, cancel)
 
@@ -186,7 +197,7 @@ class Engine:
         if tail:
             pieces.append(tail)
             yield tail
-        yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=mode,
+        yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=_auto_summary(drafter, mode),
                                layer_set=layer_set, domain=None, stop_reason=reason, stats=stats)
 
     def _prefill(self, tokens: list[int]) -> int:
@@ -205,6 +216,37 @@ class Engine:
         self.ctx.kv_clear()
         self._kv = []
 
+    def device_profile(self) -> Profile | None:
+        """This model's cached profile for this device and thread count, or None."""
+        from . import device
+        from .profiler import ProfileError, load_profile, profile_path
+
+        sha = registry.model_sha256(self.model_path)
+        try:
+            return load_profile(profile_path(sha, self.ctx.n_threads), model_sha256=sha,
+                                fingerprint=device.fingerprint(self.ctx.n_threads))
+        except ProfileError:
+            return None
+
+    def _auto_drafter(self, skip: SkipSet | None, draft_max: int | None) -> AutoDrafter:
+        prof = self.device_profile()
+        if prof is None:
+            self.warn_once("profile", f"no device profile for {self.model_path.name} with {self.ctx.n_threads} "
+                                      "threads; auto assumes a compute-bound CPU (run `edgessd profile` to measure)")
+            cost_at = lambda _pos: conservative_cpu_cost(self.model.n_layer)  # noqa: E731
+        else:
+            cost_at = prof.cost_at
+        layer = None
+        alpha = 0.5
+        if self.model.skip_supported:
+            if skip is None and prof is not None:
+                plan = plan_layerskip(prof.cost_at(256), np.array(prof.match_attn), np.array(prof.match_mlp))
+                if plan is not None:
+                    skip, alpha = plan.skip, plan.alpha
+            if skip is not None and not skip.empty:
+                layer = LayerSkipDrafter(self.ctx, skip, max_tokens=draft_max or 4)
+        return AutoDrafter(cost_at, layerskip=layer, layerskip_alpha=alpha, d_max=draft_max or 8)
+
     def _drafter(self, mode: str, skip: SkipSet | str | None,
                  draft_max: int | None) -> tuple[Drafter, str, SkipSet | None]:
         if mode not in MODES:
@@ -214,7 +256,7 @@ class Engine:
         if skip is not None:
             skip.check(self.model.n_layer)
         if mode == "auto":
-            mode = "layerskip" if skip is not None and not skip.empty else "plain"
+            return self._auto_drafter(skip, draft_max), "auto", skip
         if mode == "lookup":
             return LookupDrafter(max_tokens=draft_max or 4), mode, None
         if mode == "layerskip":
@@ -225,6 +267,10 @@ class Engine:
             chosen = skip if skip is not None else default_skip_set(self.model.n_layer)
             return LayerSkipDrafter(self.ctx, chosen, max_tokens=draft_max or 4), mode, chosen
         return NoDrafter(), "plain", None
+
+
+def _auto_summary(drafter: Drafter, mode: str) -> str:
+    return f"auto→{drafter.summary()}" if isinstance(drafter, AutoDrafter) else mode
 
 
 def default_threads() -> int:

@@ -157,3 +157,15 @@ def choose(cost: CostModel, *, layerskip: Plan | None, lookup: Plan | None, marg
         if p is not None and p.speedup >= margin and p.speedup > best.speedup:
             best = p
     return best
+
+
+def conservative_cpu_cost(n_layer: int) -> CostModel:
+    """A stand-in cost model when the device has not been profiled: a compute-bound CPU.
+
+    Relative units (t(1) = 1). V(k) follows the 2-core CPU measured in FINDINGS §1
+    (smollm2-135m Q4_1, with all logits), where layer skip can never pay; lookup then
+    pays only when it is accepted often. Assuming this elsewhere costs speed, not correctness.
+    """
+    verify = np.array([1.0, 1.7, 2.2, 2.6, 3.0, 3.4, 3.8, 4.2, 4.6])
+    per = 0.9 / (2 * n_layer)
+    return CostModel(t1=1.0, verify=verify, attn=np.full(n_layer, per), mlp=np.full(n_layer, per))

@@ -19,6 +19,7 @@ class GenerationStats:
     n_cycles: int = 0        # full-model passes during generation
     n_drafted: int = 0       # draft tokens proposed
     n_accepted: int = 0      # draft tokens accepted
+    n_rejections: int = 0    # cycles that ended at a rejected draft (the rest accepted all they drafted)
     drafted_per_pos: list[int] = field(default_factory=list)   # [i]: cycles that drafted a token at position i
     accepted_per_pos: list[int] = field(default_factory=list)  # [i]: of those, how many were accepted
     t_prompt_ms: float = 0.0  # prefill, up to the first token's logits
@@ -30,6 +31,7 @@ class GenerationStats:
         self.n_cycles += 1
         self.n_drafted += n_drafted
         self.n_accepted += n_accepted
+        self.n_rejections += int(n_accepted < n_drafted)
         while len(self.drafted_per_pos) < n_drafted:
             self.drafted_per_pos.append(0)
             self.accepted_per_pos.append(0)
@@ -42,6 +44,12 @@ class GenerationStats:
     def mean_accepted(self) -> float:
         """Accepted drafts per cycle, *excluding* the bonus token (tokens per cycle = 1 + this)."""
         return self.n_accepted / self.n_cycles if self.n_cycles else 0.0
+
+    @property
+    def alpha(self) -> float:
+        """Per-token acceptance by maximum likelihood, as the planner models it (i.i.d. drafts
+        accepted until the first rejection): accepted / (accepted + rejections)."""
+        return self.n_accepted / (self.n_accepted + self.n_rejections) if self.n_accepted + self.n_rejections else 0.0
 
     @property
     def acceptance_rate(self) -> float:
@@ -64,7 +72,7 @@ class GenerationStats:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d.update(mean_accepted=self.mean_accepted, acceptance_rate=self.acceptance_rate,
+        d.update(mean_accepted=self.mean_accepted, acceptance_rate=self.acceptance_rate, alpha=self.alpha,
                  acceptance_per_pos=self.acceptance_per_pos, prompt_tok_s=self.prompt_tok_s,
                  gen_tok_s=self.gen_tok_s)
         return d

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from edgessd.drafters.lookup import find_continuation
+from edgessd.drafters.lookup import find_continuation, longest_match
 from edgessd.errors import InvalidArgumentError
 from edgessd.sampling import SamplerParams, greedy_accept, sample, speculative_accept, target_probs, top1_prob
 from edgessd.stats import GenerationStats
@@ -98,6 +98,9 @@ def test_find_continuation_worked_example():
     assert find_continuation(np.array([1, 2, 3, 4]), 1, 3, 4).size == 0
     # the most recent earlier occurrence wins
     np.testing.assert_array_equal(find_continuation(np.array([7, 5, 7, 6, 7]), 1, 1, 1), [6])
+    cont, n = longest_match(h, 1, 3, 2)
+    assert n == 3 and cont.tolist() == [9, 1]
+    assert longest_match(np.array([1, 2, 3, 4]), 1, 3, 4)[1] == 0
 
 
 def test_stats_per_position_and_mean_excludes_bonus():
@@ -109,3 +112,4 @@ def test_stats_per_position_and_mean_excludes_bonus():
     assert s.drafted_per_pos == [2, 1, 1] and s.accepted_per_pos == [2, 1, 0]
     assert s.acceptance_per_pos == [1.0, 1.0, 0.0]
     assert s.mean_accepted == pytest.approx(1.0)
+    assert s.n_rejections == 1 and s.alpha == pytest.approx(3 / 4)

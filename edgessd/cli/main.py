@@ -12,6 +12,7 @@ from ..errors import EdgessdError
 COMMANDS = {
     "chat": ("edgessd.cli.chat_cmd", "chat", "Chat with a model in the terminal (default smollm2-135m)."),
     "generate": ("edgessd.cli.generate_cmd", "generate", "Generate a completion of a prompt (streamed, or --json)."),
+    "profile": ("edgessd.cli.profile_cmd", "profile", "Measure sublayer costs and V(k) on this device."),
     "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
 }
 
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       edgessd chat                      # the default model, fetched on first use
       edgessd chat qwen2.5-coder-0.5b --temp 0
       edgessd generate smollm2-135m -p "The capital of France is" -n 32
+      edgessd profile qwen2.5-coder-1.5b
       edgessd models list
       edgessd models pull smollm2-135m
       edgessd models path qwen2.5-coder-0.5b

@@ -10,14 +10,14 @@ import numpy as np
 from .base import Draft, DraftRequest
 
 
-def find_continuation(history: np.ndarray, n_min: int, n_max: int, k: int) -> np.ndarray:
-    """Tokens that followed the most recent earlier occurrence of the history's last n-gram.
+def longest_match(history: np.ndarray, n_min: int, n_max: int, k: int) -> tuple[np.ndarray, int]:
+    """Tokens that followed the most recent earlier occurrence of the history's last n-gram, and n.
 
     Tries n = n_max down to n_min and returns up to ``k`` tokens for the longest n-gram
-    that occurs earlier; an empty array if none does.
+    that occurs earlier, with that n; ``(empty, 0)`` if none does.
 
     Example: history ``[1, 2, 3, 9, 1, 2, 3]``, n_max=3, k=2: the suffix ``[1, 2, 3]``
-    occurred at index 0, followed by ``[9, 1]`` -> returns ``[9, 1]``.
+    occurred at index 0, followed by ``[9, 1]`` -> returns ``([9, 1], 3)``.
     """
     h = np.asarray(history)
     n_hist = len(h)
@@ -28,8 +28,13 @@ def find_continuation(history: np.ndarray, n_min: int, n_max: int, k: int) -> np
         hits = hits[hits + n < n_hist]  # must have at least one following token
         if hits.size:
             start = int(hits[-1]) + n
-            return h[start:min(start + k, n_hist)].copy()
-    return h[:0].copy()
+            return h[start:min(start + k, n_hist)].copy(), n
+    return h[:0].copy(), 0
+
+
+def find_continuation(history: np.ndarray, n_min: int, n_max: int, k: int) -> np.ndarray:
+    """:func:`longest_match` without the match length."""
+    return longest_match(history, n_min, n_max, k)[0]
 
 
 class LookupDrafter:

@@ -6,9 +6,13 @@ For several context lengths it times, through the skip API:
   differences, divided by the layer count, are the per-layer attention and MLP costs,
   and what remains with both skipped is the base (embeddings, LM head, fixed overhead);
 - the verification curve V(k), k = 1..k_max tokens in one batch with logits at every
-  position, as verification needs them;
+  position, as verification needs them (measured at k = 1-6, 8, 12, 16 and interpolated
+  between; kept non-decreasing, since noise can only add time);
 - a graph rebuild (alternating two masks), what a cycle would pay without graph lanes.
 Then it fits attention = a + b * ctx and MLP = constant, and reports the fit errors.
+Last, it estimates what each sublayer costs in *acceptance*: the model's own greedy
+continuation of a mixed prompt is scored by teacher-forced matchness with each single
+sublayer skipped (acceptance.py). The planner combines the two.
 
 Layers of one model have the same shapes, so their costs are measured together, which is
 far less noisy than timing 2L single-sublayer skips one by one.
@@ -25,7 +29,9 @@ import numpy as np
 
 from . import device, registry
 from ._capi import Context, Model
+from .acceptance import single_skip_matchness
 from .errors import EdgessdError
+from .planner import CostModel
 from .fsutil import cache_dir, write_json_atomic
 from .skipset import SKIP_ATTN, SKIP_FFN
 
@@ -50,6 +56,8 @@ class Profile:
     rebuild_ms: float        # one graph rebuild (paid twice per cycle without graph lanes)
     attn_fit: dict           # {"a": ms, "b": ms per token of context, "rmse_ms": ...}
     mlp_fit: dict            # {"mean": ms, "rmse_ms": ...}
+    match_attn: list[float]  # [n_layer] matchness with that layer's attention skipped
+    match_mlp: list[float]   # [n_layer] matchness with that layer's MLP skipped
     seconds: float           # how long profiling took
 
     # -- interpolation at any context length ------------------------------------------------------
@@ -80,6 +88,12 @@ class Profile:
     @property
     def k_max(self) -> int:
         return len(self.verify_ms[0])
+
+    def cost_at(self, ctx: int) -> CostModel:
+        """The planner's cost model at context length ``ctx``."""
+        L = self.n_layer
+        return CostModel(t1=self.t1(ctx), verify=self.verify_curve(ctx),
+                         attn=np.full(L, max(self.attn(ctx), 0.0)), mlp=np.full(L, max(self.mlp(), 0.0)))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -131,6 +145,10 @@ def _validate(p: Profile) -> None:
         raise ValueError("timings must be positive numbers")
     if sorted(p.ctx) != p.ctx or p.n_layer <= 0:
         raise ValueError("bad context lengths or layer count")
+    if len(p.match_attn) != p.n_layer or len(p.match_mlp) != p.n_layer:
+        raise ValueError("matchness lists do not match the layer count")
+    if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in [*p.match_attn, *p.match_mlp]):
+        raise ValueError("matchness values must lie in [0, 1]")
     float(p.attn_fit["a"]), float(p.attn_fit["b"]), float(p.mlp_fit["mean"])
 
 
@@ -142,6 +160,20 @@ def _median_ms(fn: Callable[[], None], reps: int) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+CALIBRATION_PROMPT = ("Explain briefly how a hash table works, then write a short Python function that "
+                      "counts how often each word occurs in a text.\n")
+
+
+def verify_points(k_max: int) -> list[int]:
+    """The k at which V(k) is measured: every k up to 6, then sparser (the curve is smooth)."""
+    return sorted({k for k in (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32) if k <= k_max} | {k_max})
+
+
+def n_steps(n_ctx_lengths: int, k_max: int, n_layer: int) -> int:
+    """How many progress() calls profile_model makes (for a progress bar)."""
+    return n_ctx_lengths * (4 + len(verify_points(k_max)) - 1) + 1 + 1 + 2 * n_layer
 
 
 def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 16, reps: int = 5,
@@ -167,20 +199,27 @@ def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 
                 ctx.decode([tok] * k, n, all_logits=True)
             ctx.kv_remove(n)
 
-        progress(f"ctx {n}: sublayer costs")
         t1 = _median_ms(lambda: step(None), reps)
+        progress(f"ctx {n}: t(1)")
         t_noattn = _median_ms(lambda: step(all_attn), reps)
+        progress(f"ctx {n}: attention")
         t_nomlp = _median_ms(lambda: step(all_mlp), reps)
+        progress(f"ctx {n}: MLP")
         t_base = _median_ms(lambda: step(both), reps)
+        progress(f"ctx {n}: base")
         out["t1_ms"].append(t1)
         out["attn_ms"].append(max(t1 - t_noattn, 0.0) / L)
         out["mlp_ms"].append(max(t1 - t_nomlp, 0.0) / L)
         out["base_ms"].append(t_base)
         row = []
-        for k in range(1, k_max + 1):
+        ks = verify_points(k_max)
+        times = [t1]
+        for k in ks[1:]:
+            times.append(_median_ms(lambda k=k: step(None, k), max(2, reps // 2)))
             progress(f"ctx {n}: V({k})")
-            row.append(t1 if k == 1 else _median_ms(lambda k=k: step(None, k), max(2, reps // 2)))
-        out["verify_ms"].append(row)
+        # V(k) between measured points is interpolated; more tokens never cost less (noise aside)
+        curve = np.maximum.accumulate(np.interp(np.arange(1, k_max + 1), ks, times))
+        out["verify_ms"].append([float(v) for v in curve])
     ctx.kv_clear()
     a_mask = model.skip_flags()
     a_mask[L // 2] = SKIP_FFN
@@ -200,10 +239,25 @@ def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 
                 ctx.decode([tok], 16)
             ctx.kv_remove(16)
 
-    progress("graph rebuild")
     out["rebuild_ms"] = max(0.0, (_median_ms(alternate, reps) - _median_ms(same, reps)) / 2)
+    progress("graph rebuild")
     ctx.kv_clear()
     return out
+
+
+def calibration_tokens(model: Model, ctx: Context, n_new: int = 32) -> list[int]:
+    """The calibration prompt followed by the model's own greedy continuation."""
+    toks = model.tokenize(CALIBRATION_PROMPT)
+    ctx.kv_clear()
+    ctx.decode(toks, 0)
+    for _ in range(n_new):
+        nxt = int(np.argmax(ctx.logits()[0]))
+        if model.is_eog(nxt):
+            break
+        ctx.decode([nxt], len(toks))
+        toks.append(nxt)
+    ctx.kv_clear()
+    return toks
 
 
 def fit(ctx_lengths: list[int], attn_ms: list[float], mlp_ms: list[float]) -> tuple[dict, dict]:
@@ -238,11 +292,15 @@ def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_le
     ctx = Context(model, n_ctx=n_ctx, n_batch=max(64, k_max), n_threads=n_threads)
     try:
         m = measure(model, ctx, ctx_lengths=lengths, k_max=k_max, reps=reps, progress=progress)
+        calib = calibration_tokens(model, ctx)
+        progress("calibration text")
+        m_attn, m_mlp = single_skip_matchness(ctx, calib, progress=lambda: progress("matchness"))
     finally:
         ctx.close()
     attn_fit, mlp_fit = fit(lengths, m["attn_ms"], m["mlp_ms"])
     prof = Profile(schema=SCHEMA, model_sha256=sha, model_name=Path(model_path).name, device=fp,
                    n_layer=model.n_layer, ctx=lengths, attn_fit=attn_fit, mlp_fit=mlp_fit,
+                   match_attn=[float(v) for v in m_attn], match_mlp=[float(v) for v in m_mlp],
                    seconds=time.perf_counter() - t0, **m)
     write_json_atomic(path, prof.to_json())
     return prof, path, True
@@ -259,5 +317,9 @@ def format_table(p: Profile) -> str:
     a, mf = p.attn_fit, p.mlp_fit
     lines.append(f"fit: attention/layer = {a['a']:.3f} + {a['b'] * 1000:.3f}e-3 * ctx ms (rmse {a['rmse_ms']:.3f}); "
                  f"mlp/layer = {mf['mean']:.3f} ms (rmse {mf['rmse_ms']:.3f})")
+    worst = sorted([(v, f"attn {i}") for i, v in enumerate(p.match_attn)]
+                   + [(v, f"mlp {i}") for i, v in enumerate(p.match_mlp)])
+    lines.append(f"matchness with one sublayer skipped: median {np.median([v for v, _ in worst]):.3f}; "
+                 f"most harmful: " + ", ".join(f"{w} ({v:.2f})" for v, w in worst[:4]))
     lines.append(f"graph rebuild {p.rebuild_ms:.2f} ms (avoided by graph lanes); measured in {p.seconds:.0f} s")
     return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""``edgessd profile MODEL``: measure sublayer costs, V(k) and acceptance estimates on this device."""
+from __future__ import annotations
+
+import click
+
+from .options import model_argument
+
+
+@click.command("profile")
+@model_argument
+@click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), envvar="EDGESSD_THREADS", default=None,
+              help="CPU threads [default: physical cores; env EDGESSD_THREADS].")
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=128), default=2048, show_default=True,
+              help="Largest context to measure at (measured at 64, n/4 and n/2).")
+@click.option("--k-max", type=click.IntRange(2, 32), default=16, show_default=True,
+              help="Measure V(k) for k = 1..K.")
+@click.option("--reps", type=click.IntRange(1, 50), default=5, show_default=True, help="Repetitions per timing.")
+@click.option("--force", is_flag=True, help="Measure again even if a valid profile is cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of a table.")
+def profile(model, n_threads, n_ctx, k_max, reps, force, as_json) -> None:
+    """Measure what decoding MODEL costs on this device, for the planner.
+
+    The profile is cached (keyed by the model's sha256, the device and the thread count)
+    and reused until one of them changes.
+
+    \b
+    Examples:
+      edgessd profile qwen2.5-coder-1.5b -t 2
+      edgessd profile model.gguf --force --json
+    """
+    import json
+
+    from .. import registry
+    from ..engine import default_threads
+    from ..profiler import format_table, n_steps, profile_model
+
+    path = registry.resolve(model)
+    threads = n_threads or default_threads()
+    from .._capi import Model
+
+    n_layer = Model(path).n_layer
+    lengths = 3
+    with click.progressbar(length=n_steps(lengths, k_max, n_layer), label=f"profiling {path.name}",
+                           file=click.get_text_stream("stderr"), show_eta=True) as bar:
+        prof, where, measured = profile_model(path, n_threads=threads, n_ctx=n_ctx, k_max=k_max, reps=reps,
+                                              force=force, progress=lambda _: bar.update(1))
+    if as_json:
+        click.echo(json.dumps(prof.to_json(), indent=2))
+        return
+    click.echo(format_table(prof))
+    click.secho(f"{'saved' if measured else 'cached'}: {where}", dim=True, err=True)
