@@ -75,8 +75,10 @@ def measure(name: str, threads: int, reps: int, cycles: int) -> dict:
     mask = model.skip_flags()
     mask[1:-1:2] = SKIP_ATTN | SKIP_FFN
     # rebuild cost: alternate two masks of equal cost (both in the masked lane), against one mask
-    a = model.skip_flags(); a[model.n_layer // 2] = SKIP_FFN
-    b = model.skip_flags(); b[model.n_layer // 2 + 1] = SKIP_FFN
+    a = model.skip_flags()
+    a[model.n_layer // 2] = SKIP_FFN
+    b = model.skip_flags()
+    b[model.n_layer // 2 + 1] = SKIP_FFN
     plain, same_a, alt_ab = [], [], []
     for _ in range(3):  # interleaved rounds: drift on a busy machine hits all alike
         plain += timed_steps(ctx, tok, pos, [None], reps)

@@ -32,7 +32,8 @@ from .errors import (
 try:
     import llama_cpp.llama_cpp as C
 except (ImportError, OSError) as e:  # pragma: no cover - depends on the install
-    raise LibraryError(f"cannot load llama-cpp-python ({e}); run `make setup` to build edgessd's patched llama.cpp") from e
+    raise LibraryError(f"cannot load llama-cpp-python ({e}); "
+                       "run `make setup` to build edgessd's patched llama.cpp") from e
 
 BUILD_HINT = "run `make setup` (or `python patches/build.py`) to build llama-cpp-python with edgessd's patches"
 

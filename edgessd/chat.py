@@ -39,38 +39,32 @@ class ChatSettings:
 
     def set(self, key: str, value: str) -> str:
         """Apply ``/set KEY VALUE``; returns a confirmation line. InvalidArgumentError if it makes no sense."""
+        if key not in _SETTERS:
+            raise InvalidArgumentError(f"unknown setting {key!r} ({', '.join(_SETTERS)})")
+        attr, parse, ok = _SETTERS[key]
         try:
-            if key == "temp":
-                v = float(value)
-                if v < 0:
-                    raise ValueError
-                self.temperature = v
-            elif key == "top_k":
-                v = int(value)
-                if v < 0:
-                    raise ValueError
-                self.top_k = v
-            elif key == "top_p":
-                v = float(value)
-                if not 0 < v <= 1:
-                    raise ValueError
-                self.top_p = v
-            elif key == "n":
-                v = int(value)
-                if v < 1:
-                    raise ValueError
-                self.n_predict = v
-            elif key == "seed":
-                self.seed = None if value in ("none", "-1") else int(value)
-            elif key == "mode":
-                if value not in MODES:
-                    raise ValueError
-                self.mode = value
-            else:
-                raise InvalidArgumentError(f"unknown setting {key!r} (temp, top_k, top_p, n, mode, seed)")
+            v = parse(value)
         except ValueError:
             raise InvalidArgumentError(f"bad value {value!r} for {key}") from None
+        if not ok(v):
+            raise InvalidArgumentError(f"bad value {value!r} for {key}")
+        setattr(self, attr, v)
         return f"{key} = {value}"
+
+
+def _seed(value: str) -> int | None:
+    return None if value in ("none", "-1") else int(value)
+
+
+# /set KEY -> (attribute, parser, check)
+_SETTERS = {
+    "temp": ("temperature", float, lambda v: v >= 0),
+    "top_k": ("top_k", int, lambda v: v >= 0),
+    "top_p": ("top_p", float, lambda v: 0 < v <= 1),
+    "n": ("n_predict", int, lambda v: v >= 1),
+    "mode": ("mode", str, lambda v: v in MODES),
+    "seed": ("seed", _seed, lambda v: True),
+}
 
 
 @dataclass

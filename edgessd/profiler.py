@@ -19,7 +19,6 @@ far less noisy than timing 2L single-sublayer skips one by one.
 """
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,8 +30,8 @@ from . import device, registry
 from ._capi import Context, Model
 from .acceptance import single_skip_matchness
 from .errors import EdgessdError
-from .planner import CostModel
 from .fsutil import cache_dir, write_json_atomic
+from .planner import CostModel
 from .skipset import SKIP_ATTN, SKIP_FFN
 
 SCHEMA = 1
@@ -152,14 +151,16 @@ def _validate(p: Profile) -> None:
     float(p.attn_fit["a"]), float(p.attn_fit["b"]), float(p.mlp_fit["mean"])
 
 
-def _median_ms(fn: Callable[[], None], reps: int) -> float:
-    fn()  # warm-up (and the graph build for this shape)
+def _min_ms(fn: Callable[[], None], reps: int) -> float:
+    """The fastest of ``reps`` runs. Interference from other work only ever adds time, so on a
+    shared machine the minimum estimates the cost itself; it also drops the first run's
+    graph build, so no separate warm-up is needed."""
     times = []
-    for _ in range(reps):
+    for _ in range(max(2, reps)):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 CALIBRATION_PROMPT = ("Explain briefly how a hash table works, then write a short Python function that "
@@ -199,23 +200,22 @@ def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 
                 ctx.decode([tok] * k, n, all_logits=True)
             ctx.kv_remove(n)
 
-        t1 = _median_ms(lambda: step(None), reps)
+        t1 = _min_ms(lambda: step(None), reps)
         progress(f"ctx {n}: t(1)")
-        t_noattn = _median_ms(lambda: step(all_attn), reps)
+        t_noattn = _min_ms(lambda: step(all_attn), reps)
         progress(f"ctx {n}: attention")
-        t_nomlp = _median_ms(lambda: step(all_mlp), reps)
+        t_nomlp = _min_ms(lambda: step(all_mlp), reps)
         progress(f"ctx {n}: MLP")
-        t_base = _median_ms(lambda: step(both), reps)
+        t_base = _min_ms(lambda: step(both), reps)
         progress(f"ctx {n}: base")
         out["t1_ms"].append(t1)
         out["attn_ms"].append(max(t1 - t_noattn, 0.0) / L)
         out["mlp_ms"].append(max(t1 - t_nomlp, 0.0) / L)
         out["base_ms"].append(t_base)
-        row = []
         ks = verify_points(k_max)
         times = [t1]
         for k in ks[1:]:
-            times.append(_median_ms(lambda k=k: step(None, k), max(2, reps // 2)))
+            times.append(_min_ms(lambda k=k: step(None, k), max(3, reps // 2 + 1)))
             progress(f"ctx {n}: V({k})")
         # V(k) between measured points is interpolated; more tokens never cost less (noise aside)
         curve = np.maximum.accumulate(np.interp(np.arange(1, k_max + 1), ks, times))
@@ -239,7 +239,7 @@ def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 
                 ctx.decode([tok], 16)
             ctx.kv_remove(16)
 
-    out["rebuild_ms"] = max(0.0, (_median_ms(alternate, reps) - _median_ms(same, reps)) / 2)
+    out["rebuild_ms"] = max(0.0, (_min_ms(alternate, reps) - _min_ms(same, reps)) / 2)
     progress("graph rebuild")
     ctx.kv_clear()
     return out
@@ -309,7 +309,8 @@ def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_le
 def format_table(p: Profile) -> str:
     lines = [f"profile of {p.model_name} on {p.device.get('cpu')} ({p.device.get('backend')}, "
              f"{p.device.get('threads')} threads), {p.n_layer} layers",
-             f"{'ctx':>6} {'t(1) ms':>8} {'attn/layer':>10} {'mlp/layer':>9} {'base ms':>8}   V(k)/t(1) for k=2,3,4,5,8,16"]
+             f"{'ctx':>6} {'t(1) ms':>8} {'attn/layer':>10} {'mlp/layer':>9} {'base ms':>8}   "
+             "V(k)/t(1) for k=2,3,4,5,8,16"]
     for i, n in enumerate(p.ctx):
         v = p.verify_ms[i]
         ratios = " ".join(f"{v[k - 1] / p.t1_ms[i]:.2f}" for k in (2, 3, 4, 5, 8, 16) if k <= len(v))

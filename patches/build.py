@@ -40,6 +40,7 @@ SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 PATCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(PATCH_DIR.parent))
 from edgessd.fsutil import cache_dir, file_lock, sha256_file  # noqa: E402  (stdlib-only module)
+
 BASE_CMAKE_ARGS = ["-DLLAVA_BUILD=OFF"]  # no multimodal library
 
 
@@ -157,7 +158,8 @@ def build_wheel(sdist: Path, args: list[str], out: Path, log: Path) -> Path:
         apply_patches(src)
         env = dict(os.environ, CMAKE_ARGS=" ".join(args),
                    CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2), FORCE_CMAKE="1")
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(out), str(src)]
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+               "-w", str(out), str(src)]
         print(f"edgessd: building llama.cpp ({' '.join(args)}); log: {log}", flush=True)
         t0 = time.monotonic()
         with open(log, "w") as logf:

@@ -139,7 +139,7 @@ def test_nothing_skipped_accepts_every_draft_but_near_ties(engine, monkeypatch):
         for draft, logits, n, _ in rec.take():
             if n < len(draft):  # a rejection must be a near-tie in the verifier's own row
                 row = logits[n]
-                assert row.max() - row[draft[n]] < NEAR_TIE, f"rejected a full-model draft at a clear choice in {p[:30]!r}"
+                assert row.max() - row[draft[n]] < NEAR_TIE, f"rejected a full-model draft clearly in {p[:30]!r}"
         drafted += r.stats.n_drafted
         accepted += r.stats.n_accepted
     assert drafted > 0 and accepted / drafted > 0.9

@@ -14,23 +14,39 @@ import gguf
 import numpy as np
 
 
+def _writer(path: Path, arch: str, *, n_layer: int, n_embd: int, n_ff: int, n_head: int, n_vocab: int,
+            n_ctx: int) -> gguf.GGUFWriter:
+    """A writer with the hyperparameters every tiny model shares, and a dummy vocabulary."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"tiny-{arch}-test")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_block_count(n_layer)
+    writer.add_head_count(n_head)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("none")
+    writer.add_vocab_size(n_vocab)
+    return writer
+
+
+def _finish(writer: gguf.GGUFWriter, path: Path) -> Path:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def write_tiny_gpt2(path: Path, *, n_layer: int = 2, n_embd: int = 64, n_vocab: int = 64, n_ctx: int = 128) -> Path:
     rng = np.random.default_rng(0)
 
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
-    writer = gguf.GGUFWriter(str(path), "gpt2")
-    writer.add_name("tiny-gpt2-test")
-    writer.add_context_length(n_ctx)
-    writer.add_embedding_length(n_embd)
-    writer.add_feed_forward_length(4 * n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_head_count(4)
+    writer = _writer(path, "gpt2", n_layer=n_layer, n_embd=n_embd, n_ff=4 * n_embd, n_head=4, n_vocab=n_vocab,
+                     n_ctx=n_ctx)
     writer.add_layer_norm_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("none")
-    writer.add_vocab_size(n_vocab)
     # numpy shapes are reversed relative to ggml's {ne0, ne1}
     writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
     writer.add_tensor("position_embd.weight", w(n_ctx, n_embd))
@@ -49,11 +65,7 @@ def write_tiny_gpt2(path: Path, *, n_layer: int = 2, n_embd: int = 64, n_vocab: 
         writer.add_tensor(f"blk.{i}.ffn_up.bias", np.zeros(4 * n_embd, np.float32))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, 4 * n_embd))
         writer.add_tensor(f"blk.{i}.ffn_down.bias", np.zeros(n_embd, np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return _finish(writer, path)
 
 
 def write_tiny_qwen3(path: Path, *, n_layer: int = 4, n_embd: int = 64, n_head: int = 4, n_head_kv: int = 2,
@@ -64,21 +76,13 @@ def write_tiny_qwen3(path: Path, *, n_layer: int = 4, n_embd: int = 64, n_head: 
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.2).astype(np.float32)
 
-    writer = gguf.GGUFWriter(str(path), "qwen3")
-    writer.add_name("tiny-qwen3-test")
-    writer.add_context_length(n_ctx)
-    writer.add_embedding_length(n_embd)
-    writer.add_feed_forward_length(2 * n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_head_count(n_head)
+    writer = _writer(path, "qwen3", n_layer=n_layer, n_embd=n_embd, n_ff=2 * n_embd, n_head=n_head,
+                     n_vocab=n_vocab, n_ctx=n_ctx)
     writer.add_head_count_kv(n_head_kv)
     writer.add_key_length(head)
     writer.add_value_length(head)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("none")
-    writer.add_vocab_size(n_vocab)
     writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
     for i in range(n_layer):
@@ -93,8 +97,4 @@ def write_tiny_qwen3(path: Path, *, n_layer: int = 4, n_embd: int = 64, n_head: 
         writer.add_tensor(f"blk.{i}.ffn_gate.weight", w(2 * n_embd, n_embd))
         writer.add_tensor(f"blk.{i}.ffn_up.weight", w(2 * n_embd, n_embd))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, 2 * n_embd))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return _finish(writer, path)

@@ -93,7 +93,7 @@ def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbos
             dropped = session.fit_context_for(text)
             if dropped:
                 click.secho(f"[context full: dropped the {dropped} oldest messages]", dim=True)
-            stream_reply(lambda cancel: session.ask(text, cancel))
+            stream_reply(lambda cancel, text=text: session.ask(text, cancel))
             if settings.show_stats:
                 click.secho(session.status_line(), dim=True)
         except EdgessdError as e:

@@ -20,7 +20,8 @@ def list_() -> None:
         path = registry.model_path(name)
         state = "cached" if path.exists() else "-"
         mark = "*" if name == default else " "
-        rows.append(f"{mark} {name:<20} {s.arch:<7} {s.layers:>3}L {s.quant:<7} {len(s.parts):>2} pkg  {state:<7} {s.description}")
+        rows.append(f"{mark} {name:<20} {s.arch:<7} {s.layers:>3}L {s.quant:<7} {len(s.parts):>2} pkg  "
+                    f"{state:<7} {s.description}")
     click.echo("\n".join(rows))
     click.echo("(* = default)")
 
