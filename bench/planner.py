@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from edgessd.acceptance import argmax_rows, matchness  # noqa: E402
+from edgessd.acceptance import argmax_rows, block_matchness, matchness  # noqa: E402
 from edgessd.drafters import LayerSkipDrafter  # noqa: E402
 from edgessd.engine import Engine  # noqa: E402
 from edgessd.planner import CostModel, expected_tokens, plan_layerskip, plan_lookup  # noqa: E402
@@ -51,8 +51,9 @@ PROMPTS = {
     "chat": "What are three good habits for staying focused while working from home?",
     "edit": f"Rename the variable `total` to `amount` everywhere in this code and return the full code:\n{CODE}",
     "copy": f"Add a docstring to each function in this code and return the full code:\n{CODE}",
+    "repeat": f"Return this code exactly as it is, without any change or comment:\n{CODE}",
 }
-LOOKUP_KINDS = ("edit", "copy")  # prompts that repeat or edit their input
+LOOKUP_KINDS = ("edit", "copy", "repeat")  # prompts that repeat or edit their input
 
 
 def cycles_by_draft_len(stats) -> dict[int, int]:
@@ -101,7 +102,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sections", default="1,2,3,4", help="which sections to run, e.g. 1,4")
     ns = ap.parse_args()
+    sections = {int(x) for x in ns.sections.split(",")}
     eng = Engine(ns.model, n_ctx=2048, n_threads=ns.threads)
     prof, _, _ = profile_model(eng.model_path, n_threads=ns.threads)
     L = eng.model.n_layer
@@ -110,6 +113,19 @@ def main() -> None:
     run(eng, "Hello", 4)  # warm-up
     report: dict = {"model": ns.model, "device": prof.device, "rows": [], "predictions": [], "simulated": []}
 
+    if 1 in sections:
+        section_auto(eng, ns, report)
+    if 2 in sections:
+        section_predictions(eng, ns, report, prof, sets)
+    if 3 in sections:
+        section_simulated(report, prof, sets)
+    if 4 in sections:
+        section_ranking(eng, ns, report, sets, L)
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(report, indent=2, default=float))
+
+
+def section_auto(eng, ns, report) -> None:
     print(f"== 1. auto vs plain: {ns.model}, {ns.threads} threads, -n {ns.n}, median of {ns.repeat}")
     print(f"{'prompt':<10} {'plain t/s':>9} {'auto t/s':>9} {'speedup':>8}  auto chose")
     for cat, prompt in PROMPTS.items():
@@ -131,6 +147,9 @@ def main() -> None:
     lk = [r["speedup"] for r in report["rows"] if r["prompt"] in LOOKUP_KINDS]
     print(f"worst auto/plain {worst:.2f}x; on repeat/edit prompts {', '.join(f'{s:.2f}x' for s in lk)}")
 
+
+
+def section_predictions(eng, ns, report, prof, sets) -> None:
     print("\n== 2. predicted vs measured speedup (measured acceptance plugged in)")
     print(f"{'config':<24} {'prompt':<10} {'alpha':>6} {'measured':>9} {'predicted':>10} {'error':>7}")
     for cat in ("code", "summary", "edit"):
@@ -158,6 +177,9 @@ def main() -> None:
             print(f"{label:<24} {cat:<10} {alpha:6.2f} {measured:8.2f}x {pred:9.2f}x {100 * err:+6.1f}%",
                   flush=True)
 
+
+
+def section_simulated(report, prof, sets) -> None:
     print("\n== 3. simulated memory-bound device: V(k) = t(1) * (1 + 0.05 (k - 1)), same acceptance")
     cost = prof.cost_at(256)
     mem = CostModel(t1=cost.t1, verify=cost.t1 * (1 + 0.05 * np.arange(len(cost.verify))), attn=cost.attn,
@@ -184,6 +206,9 @@ def main() -> None:
         line = f"DP plan from the profile's matchness: {dp.describe()}"
         report["simulated"].append(line)
         print(line)
+
+
+def section_ranking(eng, ns, report, sets, L) -> None:
     print("\n== 4. matchness (teacher-forced, plain output) vs real acceptance alpha (d=3), Spearman over sets")
     rank_sets = {
         "every4 attn+mlp": sets["every4 attn+mlp"], "odd mlp": sets["odd mlp"],
@@ -196,18 +221,18 @@ def main() -> None:
         seq = eng.tokenize([{"role": "user", "content": PROMPTS[cat]}]) + base.tokens
         ref = argmax_rows(eng.ctx, seq, None)
         start = len(seq) - len(base.tokens)  # score only the generated part
-        est, real = [], []
+        est, blk, real = [], [], []
         for skip in rank_sets.values():
             est.append(matchness(eng.ctx, seq, skip.flags(L), ref, skip_first=start))
+            blk.append(block_matchness(eng.ctx, seq, skip.flags(L), start, ref))
             real.append(fixed_layerskip(eng, PROMPTS[cat], ns.n, skip).stats.alpha)
-        rho = spearman(est, real)
-        report["ranking"].append(dict(prompt=cat, sets=list(rank_sets), matchness=est, alpha=real, spearman=rho))
-        pairs = ", ".join(f"{n} {e:.2f}/{a:.2f}" for n, e, a in zip(rank_sets, est, real))
-        print(f"{cat:<10} spearman {rho:+.2f}   (matchness/alpha) {pairs}", flush=True)
+        rho, rho_b = spearman(est, real), spearman(blk, real)
+        report["ranking"].append(dict(prompt=cat, sets=list(rank_sets), matchness=est, block_matchness=blk,
+                                      alpha=real, spearman=rho, spearman_block=rho_b))
+        pairs = ", ".join(f"{n} {e:.2f}/{b:.2f}/{a:.2f}" for n, e, b, a in zip(rank_sets, est, blk, real))
+        print(f"{cat:<10} spearman whole-pass {rho:+.2f}, block {rho_b:+.2f}   (whole/block/alpha) {pairs}",
+              flush=True)
     eng.reset()
-
-    if ns.json:
-        Path(ns.json).write_text(json.dumps(report, indent=2, default=float))
 
 
 if __name__ == "__main__":

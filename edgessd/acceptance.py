@@ -1,9 +1,17 @@
-"""Cheap acceptance estimates: SWIFT's teacher-forced *matchness*.
+"""Cheap acceptance estimates: teacher-forced *matchness* (after SWIFT).
 
-One batched pass of the full model and one of the draft (the same model under a skip
-mask) over a token sequence, with logits at every position. The share of positions where
-the two argmaxes agree estimates the draft's per-token acceptance rate under greedy
-verification, at the cost of two batched passes instead of a whole generation.
+The share of positions where the draft's argmax (the same model under a skip mask) agrees
+with the full model's, over a token sequence, estimates the draft's per-token acceptance
+under greedy verification without running a generation.
+
+Two variants:
+- :func:`matchness`: one masked pass over the whole sequence. Cheapest, but every prefix
+  state is the draft's own, so errors compound far beyond what drafting sees; it ranks
+  sets poorly (bench/planner.py, section 4).
+- :func:`block_matchness`: the prefix comes from the full model, as in real drafting; each
+  block of ``block`` tokens is decoded under the mask, scored, then decoded again by the
+  full model to restore the cache. About twice the cost, and faithful to drafting of
+  ``block - 1`` tokens.
 """
 from __future__ import annotations
 
@@ -52,3 +60,31 @@ def single_skip_matchness(ctx: Context, tokens: Sequence[int], *,
             dest[il] = matchness(ctx, tokens, flags, ref)
             progress()
     return m_attn, m_mlp
+
+
+def block_matchness(ctx: Context, tokens: Sequence[int], flags: np.ndarray, start: int,
+                    reference: np.ndarray | None = None, block: int = 4) -> float:
+    """Matchness over ``tokens[start:]`` with the full model's cache for every prefix.
+
+    For each block of ``block`` tokens: decode it under ``flags`` on top of the full model's
+    cache (all logits), compare argmaxes with ``reference`` (the full model's, from
+    :func:`argmax_rows`), drop it, and decode it with the full model. Leaves the cache empty.
+    """
+    ref = argmax_rows(ctx, tokens, None) if reference is None else reference
+    n = len(tokens)
+    hits = total = 0
+    ctx.kv_clear()
+    if start > 0:
+        ctx.decode(list(tokens[:start]), 0)
+    for b in range(start, n, block):
+        chunk = list(tokens[b:b + block])
+        with ctx.skipping(flags):
+            ctx.decode(chunk, b, all_logits=True)
+            got = np.argmax(ctx.logits(), axis=1)
+        ctx.kv_remove(b)
+        ctx.decode(chunk, b)
+        # got[i] predicts the token after chunk[i]; the block's last prediction is still scored
+        hits += int(np.sum(got == ref[b:b + len(chunk)]))
+        total += len(chunk)
+    ctx.kv_clear()
+    return hits / max(total, 1)

@@ -129,3 +129,22 @@ def test_auto_uses_lookup_on_repetitive_text_even_on_the_cpu(eng):
     drafter, r = run_auto(eng, costs(10.0, CPU), prompt)
     assert drafter.cycles["lookup"] > 0 and drafter.cycles["layerskip"] == 0
     assert r.stats.n_accepted > 0
+
+
+def test_block_matchness_is_one_without_skips_and_tracks_real_acceptance(eng):
+    from edgessd.acceptance import argmax_rows, block_matchness, matchness
+
+    prompt = "The history of the Roman empire begins"
+    plain = eng.generate(prompt, n_predict=32, mode="plain")
+    seq = eng.tokenize(prompt) + plain.tokens
+    start = len(seq) - len(plain.tokens)
+    ref = argmax_rows(eng.ctx, seq, None)
+    assert block_matchness(eng.ctx, seq, eng.model.skip_flags(), start, ref) == 1.0
+    skip = SkipSet.of([], range(1, 29, 2))  # every odd MLP
+    blk = block_matchness(eng.ctx, seq, skip.flags(30), start, ref)
+    whole = matchness(eng.ctx, seq, skip.flags(30), ref, skip_first=start)
+    eng.reset()
+    real = eng.generate(prompt, n_predict=32,
+                        drafter=LayerSkipDrafter(eng.ctx, skip, max_tokens=3, p_min=0.0, adaptive=False)).stats.alpha
+    assert 0.0 <= whole <= blk < 1.0  # a fully masked prefix compounds errors; drafting does not see that
+    assert abs(blk - real) < abs(whole - real) + 0.05

@@ -113,3 +113,21 @@ def test_stats_per_position_and_mean_excludes_bonus():
     assert s.acceptance_per_pos == [1.0, 1.0, 0.0]
     assert s.mean_accepted == pytest.approx(1.0)
     assert s.n_rejections == 1 and s.alpha == pytest.approx(3 / 4)
+
+
+def _longest_match_reference(h, n_min, n_max, k):
+    """Brute force: for n from n_max down, the most recent earlier occurrence of the last n tokens."""
+    n_hist = len(h)
+    for n in range(min(n_max, n_hist - 1), n_min - 1, -1):
+        for i in range(n_hist - 1 - n, -1, -1):
+            if (h[i:i + n] == h[n_hist - n:]).all():
+                return h[i + n:min(i + n + k, n_hist)].tolist(), n
+    return [], 0
+
+
+def test_longest_match_equals_brute_force_on_random_histories():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        h = rng.integers(0, rng.integers(2, 6), rng.integers(1, 40))
+        cont, n = longest_match(h, 2, 5, 4)
+        assert (cont.tolist(), n) == _longest_match_reference(h, 2, 5, 4), h

@@ -10,8 +10,9 @@ length (attention cost grows with context, so the answer can change as it grows)
 Acceptance rates come from online estimates (geometric maximum likelihood: accepted /
 (accepted + rejections), with a prior and a slow decay): one for layer skip, and one per
 matched n-gram length for lookup, since a continuation found after a 4-token match is far
-more reliable than one after a 2-token match. The priors (0.45 / 0.6 / 0.75 for n = 2 / 3
-/ 4) let auto try lookup where it could pay; a few rejections stop it. A drafter is used only
+more reliable than one after a 2-token match. The priors rise with n (LOOKUP_PRIORS): on a
+CPU where V(2) = 1.7 t(1), only long matches (text being copied or edited) look worth a
+try; a few rejections stop it, and acceptances let it draft longer. A drafter is used only
 when its predicted speedup beats plain decoding by a margin; when nothing does, the cycle
 is a plain step. So on a device where verifying k tokens costs almost k steps, layer skip
 is never used, and lookup only where it keeps being accepted.
@@ -27,7 +28,8 @@ from .base import Draft, DraftRequest
 from .layerskip import LayerSkipDrafter
 from .lookup import longest_match
 
-LOOKUP_PRIORS = {2: 0.45, 3: 0.6, 4: 0.75}  # prior acceptance by matched n-gram length
+# prior acceptance by matched n-gram length (longer matches: text being copied)
+LOOKUP_PRIORS = {2: 0.35, 3: 0.45, 4: 0.55, 5: 0.6, 6: 0.65, 7: 0.7, 8: 0.8}
 
 
 class AcceptanceTracker:
@@ -62,12 +64,12 @@ class AutoDrafter:
 
     def __init__(self, cost_at: Callable[[int], CostModel], *, layerskip: LayerSkipDrafter | None = None,
                  layerskip_alpha: float = 0.5, margin: float = 1.03,
-                 n_min: int = 2, n_max: int = 4, d_max: int = 8) -> None:
+                 n_min: int = 2, n_max: int = 8, d_max: int = 8) -> None:
         self.cost_at = cost_at
         self.layerskip = layerskip
         self.margin = margin
         self.n_min, self.n_max, self.d_max = n_min, n_max, d_max
-        self.trackers = {f"lookup{n}": AcceptanceTracker(LOOKUP_PRIORS.get(n, 0.75)) for n in range(n_min, n_max + 1)}
+        self.trackers = {f"lookup{n}": AcceptanceTracker(LOOKUP_PRIORS.get(n, 0.8)) for n in range(n_min, n_max + 1)}
         self.trackers["layerskip"] = AcceptanceTracker(layerskip_alpha)
         self.cycles = {"lookup": 0, "layerskip": 0, "plain": 0}  # which choice each cycle made
         self._last: str | None = None  # the tracker of the last proposal

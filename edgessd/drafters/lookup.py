@@ -21,15 +21,24 @@ def longest_match(history: np.ndarray, n_min: int, n_max: int, k: int) -> tuple[
     """
     h = np.asarray(history)
     n_hist = len(h)
-    for n in range(min(n_max, n_hist - 1), n_min - 1, -1):
-        suffix = h[n_hist - n:]
-        windows = np.lib.stride_tricks.sliding_window_view(h[:n_hist - 1], n)
-        hits = np.flatnonzero((windows == suffix).all(axis=1))
-        hits = hits[hits + n < n_hist]  # must have at least one following token
-        if hits.size:
-            start = int(hits[-1]) + n
-            return h[start:min(start + k, n_hist)].copy(), n
-    return h[:0].copy(), 0
+    # earlier occurrences of the last token (each is followed by at least one token) ...
+    cand = np.flatnonzero(h[:-1] == h[-1])
+    if cand.size == 0:
+        return h[:0].copy(), 0
+    # ... extended backwards while the tokens keep matching the history's suffix, up to n_max
+    run = np.ones(cand.size, dtype=np.int64)
+    alive = np.ones(cand.size, dtype=bool)
+    for j in range(1, min(n_max, n_hist - 1)):
+        idx = cand - j
+        alive &= (idx >= 0) & (h[np.maximum(idx, 0)] == h[n_hist - 1 - j])
+        if not alive.any():
+            break
+        run += alive
+    best = int(run.max())
+    if best < n_min:
+        return h[:0].copy(), 0
+    start = int(cand[np.flatnonzero(run == best)[-1]]) + 1  # the most recent of the longest
+    return h[start:min(start + k, n_hist)].copy(), best
 
 
 def find_continuation(history: np.ndarray, n_min: int, n_max: int, k: int) -> np.ndarray:
