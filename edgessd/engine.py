@@ -91,6 +91,9 @@ class Engine:
         self._kv: list[int] = []  # the tokens the KV cache holds, in order
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._profile: Profile | None = None
+        self._profile_looked_up = False
+        self._skip_plan = None  # the planner's layer-skip plan from the profile, if any
 
     def close(self) -> None:
         self.ctx.close()
@@ -217,16 +220,27 @@ class Engine:
         self._kv = []
 
     def device_profile(self) -> Profile | None:
-        """This model's cached profile for this device and thread count, or None."""
+        """This model's cached profile for this device and thread count, or None.
+
+        Looked up once per engine (a profile cannot change under a running engine); the
+        layer-skip plan derived from it is kept with it.
+        """
+        if self._profile_looked_up:
+            return self._profile
         from . import device
         from .profiler import ProfileError, load_profile, profile_path
 
         sha = registry.model_sha256(self.model_path)
         try:
-            return load_profile(profile_path(sha, self.ctx.n_threads), model_sha256=sha,
-                                fingerprint=device.fingerprint(self.ctx.n_threads))
+            self._profile = load_profile(profile_path(sha, self.ctx.n_threads), model_sha256=sha,
+                                         fingerprint=device.fingerprint(self.ctx.n_threads))
         except ProfileError:
-            return None
+            self._profile = None
+        if self._profile is not None and self.model.skip_supported:
+            prof = self._profile
+            self._skip_plan = plan_layerskip(prof.cost_at(256), np.array(prof.match_attn), np.array(prof.match_mlp))
+        self._profile_looked_up = True
+        return self._profile
 
     def _auto_drafter(self, skip: SkipSet | None, draft_max: int | None) -> AutoDrafter:
         prof = self.device_profile()
@@ -239,10 +253,8 @@ class Engine:
         layer = None
         alpha = 0.5
         if self.model.skip_supported:
-            if skip is None and prof is not None:
-                plan = plan_layerskip(prof.cost_at(256), np.array(prof.match_attn), np.array(prof.match_mlp))
-                if plan is not None:
-                    skip, alpha = plan.skip, plan.alpha
+            if skip is None and self._skip_plan is not None:
+                skip, alpha = self._skip_plan.skip, self._skip_plan.alpha
             if skip is not None and not skip.empty:
                 layer = LayerSkipDrafter(self.ctx, skip, max_tokens=draft_max or 4)
         return AutoDrafter(cost_at, layerskip=layer, layerskip_alpha=alpha, d_max=draft_max or 8)
