@@ -46,6 +46,7 @@ class SkipAPI:
     set_one: ctypes._CFuncPtr
     set_all: ctypes._CFuncPtr
     get_one: ctypes._CFuncPtr
+    draft_greedy: ctypes._CFuncPtr
 
 
 def bind_skip_api(lib: ctypes.CDLL) -> SkipAPI:
@@ -55,15 +56,20 @@ def bind_skip_api(lib: ctypes.CDLL) -> SkipAPI:
         set_one = lib.llama_set_layer_skip
         set_all = lib.llama_set_layer_skip_all
         get_one = lib.llama_get_layer_skip
+        draft_greedy = lib.llama_draft_greedy
     except AttributeError as e:
         name = getattr(lib, "_name", "libllama")
-        raise LibraryError(f"{name} lacks edgessd's layer-skip API (an unpatched llama.cpp); {BUILD_HINT}") from e
+        raise LibraryError(f"{name} lacks {e.args[0].split(':')[-1].strip()} from edgessd's patches "
+                           f"(an unpatched or outdated llama.cpp build); {BUILD_HINT}") from e
     supported.argtypes, supported.restype = [ctypes.c_void_p], ctypes.c_bool
     set_one.argtypes, set_one.restype = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint8], ctypes.c_int32
     set_all.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int32]
     set_all.restype = ctypes.c_int32
     get_one.argtypes, get_one.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_int32
-    return SkipAPI(supported, set_one, set_all, get_one)
+    draft_greedy.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_float,
+                             ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_float)]
+    draft_greedy.restype = ctypes.c_int32
+    return SkipAPI(supported, set_one, set_all, get_one, draft_greedy)
 
 
 _SKIP: SkipAPI | None = None
@@ -269,6 +275,25 @@ class Context:
                 raise LibraryError(f"llama_decode failed with code {rc}")
         self.n_outputs = k if all_logits else 1
         return self.n_outputs
+
+    def draft_greedy(self, token: int, pos: int, n_max: int, p_min: float) -> list[int]:
+        """Greedy drafts in one C call under the current skip mask (see llama_draft_greedy).
+
+        Decodes ``token`` at ``pos``, then each draft after it; stops early (after the first)
+        below top-1 probability ``p_min``. The drafted positions stay in the KV cache.
+        """
+        if pos + n_max > self.n_ctx:
+            raise ContextOverflowError(f"drafting to position {pos + n_max} exceeds the context of {self.n_ctx}")
+        out = (ctypes.c_int32 * max(n_max, 1))()
+        t0 = time.perf_counter()
+        n = skip_api().draft_greedy(self.ptr, token, pos, n_max, p_min, out, None)
+        self.t_decode_ms += (time.perf_counter() - t0) * 1e3
+        if n == -1:
+            raise ContextOverflowError("llama.cpp found no KV slot for a draft: the context is full")
+        if n < 0:
+            raise LibraryError(f"llama_draft_greedy failed with code {n}")
+        self._view_key = None  # the logits buffer was written by llama.cpp
+        return list(out[:n])
 
     def logits(self) -> np.ndarray:
         """View of the last decode's logits: float32 ``[n_outputs, n_vocab]`` (no copy)."""

@@ -185,3 +185,28 @@ def test_unpatched_library_gives_clear_error():
     libc = ctypes.CDLL(ctypes.util.find_library("c"))  # a real library without the patch's functions
     with pytest.raises(LibraryError, match="make setup"):
         bind_skip_api(libc)
+
+
+def test_draft_greedy_in_c_equals_a_python_draft_loop(smol):
+    """llama_draft_greedy (patch 0003) drafts what one-token masked decodes + argmax would."""
+    ctx = Context(smol, n_ctx=256, n_batch=64, n_threads=2)
+    toks = smol.tokenize(PROMPT)
+    n = len(toks)
+    mask = smol.skip_flags()
+    mask[3:27:4] = SKIP_ATTN | SKIP_FFN
+    ctx.decode(toks[:-1], 0)
+    expected, tok = [], toks[-1]
+    with ctx.skipping(mask):
+        for i in range(5):
+            ctx.decode([tok], n - 1 + i)
+            tok = int(np.argmax(ctx.logits()[0]))
+            expected.append(tok)
+        ctx.kv_remove(n - 1)
+        got = ctx.draft_greedy(toks[-1], n - 1, 5, 0.0)
+        ctx.kv_remove(n - 1)
+        first_only = ctx.draft_greedy(toks[-1], n - 1, 5, 1.01)  # no probability reaches 1.01
+        ctx.kv_remove(n - 1)
+    assert got == expected
+    assert first_only == expected[:1]  # the first draft is always kept
+    assert ctx.kv_pos_max() == n - 2
+    ctx.close()

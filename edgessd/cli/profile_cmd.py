@@ -6,6 +6,22 @@ import click
 from .options import model_argument
 
 
+def gguf_block_count(path) -> int:
+    """The layer count from a GGUF's metadata (memory-mapped, weights untouched).
+
+    Only sizes the progress bar: an unreadable file gives 32, and loading the model then
+    reports the real error cleanly.
+    """
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+        arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+        return int(reader.fields[f"{arch}.block_count"].parts[-1][0])
+    except Exception:  # noqa: BLE001 - cosmetic; the model load reports the real problem
+        return 32
+
+
 @click.command("profile")
 @model_argument
 @click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), envvar="EDGESSD_THREADS", default=None,
@@ -36,9 +52,7 @@ def profile(model, n_threads, n_ctx, k_max, reps, force, as_json) -> None:
 
     path = registry.resolve(model)
     threads = n_threads or default_threads()
-    from .._capi import Model
-
-    n_layer = Model(path).n_layer
+    n_layer = gguf_block_count(path)  # for the progress bar's length, without loading the weights
     lengths = 3
     with click.progressbar(length=n_steps(lengths, k_max, n_layer), label=f"profiling {path.name}",
                            file=click.get_text_stream("stderr"), show_eta=True) as bar:

@@ -44,6 +44,13 @@ class LayerSkipDrafter:
         tokens: list[int] = []
         qs: list[np.ndarray] = []
         tok = int(req.history[-1])
+        if req.sampler.greedy:  # the whole greedy draft loop in one C call (patch 0003)
+            try:
+                with self.ctx.skipping(self.flags):
+                    tokens = self.ctx.draft_greedy(tok, req.pos, limit, self.p_min)
+            finally:
+                self.ctx.kv_remove(req.pos)
+            return Draft(tokens=tokens, probs=None, source=self.name) if tokens else None
         try:
             with self.ctx.skipping(self.flags):
                 for i in range(limit):
