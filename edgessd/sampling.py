@@ -84,26 +84,6 @@ def sample(p: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(c, rng.random() * c[-1], side="right"), len(p) - 1))
 
 
-def top1_prob(logits: np.ndarray, work: np.ndarray | None = None, window: float = 15.0) -> float:
-    """Softmax probability of the argmax of one float32 logits row ``[V]`` (temperature 1).
-
-    Only logits within ``window`` of the maximum are exponentiated. The rest add at most
-    ``V * exp(-window)`` to a denominator that is at least 1: 0.05 for a 152k vocabulary,
-    an overestimate of p_max by under 5% relative, which a stopping threshold cannot tell
-    apart. On real logits ~3% of tokens fall in the window (qwen2.5-coder, measured), so it
-    costs 0.09 ms instead of 0.6 ms. Flat rows, where the window holds a quarter of the
-    vocabulary or more, take the exact path (float32 into ``work`` if given).
-    """
-    m = logits.max()
-    near = logits[logits > m - window]
-    if near.size * 4 < logits.size:
-        return float(1.0 / np.exp(near - m).sum(dtype=np.float64))
-    buf = np.empty_like(logits, dtype=np.float32) if work is None else work
-    np.subtract(logits, m, out=buf)
-    np.exp(buf, out=buf)
-    return float(1.0 / buf.sum(dtype=np.float64))
-
-
 def greedy_accept(draft: Sequence[int], target_argmax: np.ndarray) -> int:
     """Number of leading drafts that equal the target's argmax at their position.
 

@@ -7,13 +7,16 @@ pass rewrites them with the full model (FINDINGS §4).
 Early stop, as in Self-SD (Zhang et al., 2024): drafting stops when the draft's top-1
 probability falls under a threshold ``p_min``. The threshold adapts to what verification
 reports: a rejected draft raises it (stop earlier), a fully accepted draft lowers it.
+
+Greedy drafts run in one C call (``llama_draft_greedy``, patch 0003), which keeps Python
+out of the per-token path; sampled drafts run here, since verification needs each q.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .._capi import Context
-from ..sampling import sample, target_probs, top1_prob
+from ..sampling import sample, target_probs
 from ..skipset import SkipSet
 from .base import Draft, DraftRequest
 
@@ -35,7 +38,6 @@ class LayerSkipDrafter:
         self.p_bounds = p_bounds
         self.n_drafted = 0
         self.n_accepted = 0
-        self._work = np.empty(ctx.model.n_vocab, dtype=np.float32)  # scratch for top1_prob
 
     def propose(self, req: DraftRequest) -> Draft | None:
         limit = min(self.max_tokens, req.max_tokens)
@@ -51,30 +53,22 @@ class LayerSkipDrafter:
             finally:
                 self.ctx.kv_remove(req.pos)
             return Draft(tokens=tokens, probs=None, source=self.name) if tokens else None
+        # sampled drafts: each token is drawn from the draft's own q, which verification needs
         try:
             with self.ctx.skipping(self.flags):
                 for i in range(limit):
                     self.ctx.decode([tok], req.pos + i)
-                    row = self.ctx.logits()[0]
-                    if req.sampler.greedy:
-                        tok = int(np.argmax(row))
-                        # the first draft is always kept: its confidence is not needed
-                        conf = top1_prob(row, self._work) if i > 0 else 1.0
-                    else:
-                        q = target_probs(row, req.sampler)
-                        tok = sample(q, req.rng)
-                        conf = float(q.max())
-                        qs.append(q)
-                    if i > 0 and conf < self.p_min:
-                        if qs:
-                            qs.pop()
+                    q = target_probs(self.ctx.logits()[0], req.sampler)
+                    tok = sample(q, req.rng)
+                    if i > 0 and float(q.max()) < self.p_min:
                         break
                     tokens.append(tok)
+                    qs.append(q)
         finally:
             self.ctx.kv_remove(req.pos)
         if not tokens:
             return None
-        return Draft(tokens=tokens, probs=np.stack(qs) if qs else None, source=self.name)
+        return Draft(tokens=tokens, probs=np.stack(qs), source=self.name)
 
     def observe(self, n_drafted: int, n_accepted: int) -> None:
         self.n_drafted += n_drafted
