@@ -168,9 +168,7 @@ def section_predictions(eng, ns, report, prof, sets) -> None:
             elif skip is None:
                 pred = predicted_from_cycles(cost, r.stats, 0.0)
             else:
-                saved = cost.attn[list(skip.attn)].sum() + cost.mlp[list(skip.mlp)].sum()
-                c_draft = cost.t1 - saved
-                pred = float(expected_tokens(alpha, 3)) / (3 * c_draft + cost.V(4)) * cost.t1
+                pred = float(expected_tokens(alpha, 3)) / (3 * cost.draft_step_ms(skip) + cost.V(4)) * cost.t1
             err = pred / measured - 1
             report["predictions"].append(dict(config=label, prompt=cat, alpha=alpha, measured=measured,
                                               predicted=pred, error=err))
@@ -187,9 +185,8 @@ def section_simulated(report, prof, sets) -> None:
     for pr in report["predictions"]:
         if pr["config"].startswith("skip"):
             skip = sets[pr["config"][5:-4]]
-            saved = mem.attn[list(skip.attn)].sum() + mem.mlp[list(skip.mlp)].sum()
             ds = np.arange(1, 9)
-            rate = expected_tokens(pr["alpha"], ds) / (ds * (mem.t1 - saved) + mem.verify[ds])
+            rate = expected_tokens(pr["alpha"], ds) / (ds * mem.draft_step_ms(skip) + mem.verify[ds])
             k = int(np.argmax(rate))
             line = (f"{pr['config'][:-4]:<20} {pr['prompt']:<10} alpha {pr['alpha']:.2f}: best d={ds[k]}, "
                     f"predicted {rate[k] * mem.t1:.2f}x (here {pr['predicted']:.2f}x)")

@@ -200,7 +200,8 @@ class Engine:
         if tail:
             pieces.append(tail)
             yield tail
-        yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=_auto_summary(drafter, mode),
+        mode, layer_set = _what_ran(drafter, mode, layer_set)
+        yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=mode,
                                layer_set=layer_set, domain=None, stop_reason=reason, stats=stats)
 
     def _prefill(self, tokens: list[int]) -> int:
@@ -281,8 +282,13 @@ class Engine:
         return NoDrafter(), "plain", None
 
 
-def _auto_summary(drafter: Drafter, mode: str) -> str:
-    return f"auto→{drafter.summary()}" if isinstance(drafter, AutoDrafter) else mode
+def _what_ran(drafter: Drafter, mode: str, layer_set: SkipSet | None) -> tuple[str, SkipSet | None]:
+    """The mode and skip set a generation really used: auto reports what it chose ("auto→lookup"),
+    and a skip set only if it drafted with it."""
+    if not isinstance(drafter, AutoDrafter):
+        return mode, layer_set
+    used = drafter.layerskip.skip if drafter.layerskip is not None and drafter.cycles["layerskip"] else None
+    return f"auto→{drafter.summary()}", used
 
 
 def default_threads() -> int:

@@ -41,6 +41,11 @@ class CostModel:
     def V(self, k: int) -> float:
         return float(self.verify[k - 1])
 
+    def draft_step_ms(self, skip: SkipSet) -> float:
+        """One draft step under ``skip``: t(1) minus the skipped sublayers' costs (at least 5% of t(1))."""
+        saved = float(self.attn[list(skip.attn)].sum() + self.mlp[list(skip.mlp)].sum())
+        return max(self.t1 - saved, 0.05 * self.t1)
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -110,6 +110,7 @@ def run_auto(eng, cost_model, prompt, skip=BIG_SKIP):
 def test_auto_never_layer_skips_where_verification_costs_k_steps(eng):
     drafter, r = run_auto(eng, costs(10.0, CPU), "The history of the Roman empire begins")
     assert drafter.cycles["layerskip"] == 0
+    assert r.mode == "auto→plain" and r.layer_set is None  # the result reports what ran
     plain = eng.generate("The history of the Roman empire begins", n_predict=48, mode="plain")
     assert r.tokens == plain.tokens
 
@@ -117,6 +118,7 @@ def test_auto_never_layer_skips_where_verification_costs_k_steps(eng):
 def test_auto_layer_skips_where_verification_is_nearly_free_and_backs_off_when_rejected(eng):
     drafter, r = run_auto(eng, costs(10.0, MEMORY_BOUND), "The history of the Roman empire begins")
     assert drafter.cycles["layerskip"] > 0 and r.stats.n_drafted > 0
+    assert r.mode.startswith("auto→") and "layerskip" in r.mode and r.layer_set == BIG_SKIP
     # a 135M model with two thirds of its sublayers gone drafts badly: the online estimate
     # sees the rejections and auto stops drafting that way
     assert drafter.trackers["layerskip"].alpha < 0.8

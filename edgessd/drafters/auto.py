@@ -94,7 +94,7 @@ class AutoDrafter:
             if speedup > best[0]:
                 best = (speedup, "lookup", d)
         if self.layerskip is not None:
-            step = self.layerskip_step_ms(cost)
+            step = cost.draft_step_ms(self.layerskip.skip)
             d, speedup = best_draft_len(cost, self.trackers["layerskip"].alpha, step,
                                         min(self.d_max, req.max_tokens))
             if speedup > best[0]:
@@ -109,13 +109,6 @@ class AutoDrafter:
             self.layerskip.max_tokens = d
             return self.layerskip.propose(req)
         return None
-
-    def layerskip_step_ms(self, cost: CostModel) -> float:
-        """A draft step's cost under the planned set: t(1) minus the skipped sublayers' costs."""
-        assert self.layerskip is not None
-        s = self.layerskip.skip
-        saved = float(cost.attn[list(s.attn)].sum() + cost.mlp[list(s.mlp)].sum())
-        return max(cost.t1 - saved, 0.05 * cost.t1)
 
     def observe(self, n_drafted: int, n_accepted: int) -> None:
         if self._last is None:
