@@ -103,3 +103,53 @@ def test_dp_for_64_layers_is_fast():
         plan_layerskip(cost, m, m)
     per_call_ms = (time.perf_counter() - t0) * 100
     print(f"DP + scoring for 64 layers: {per_call_ms:.2f} ms")  # a measurement, not a test threshold
+
+
+# -- auto's online acceptance estimates (pure) ------------------------------------------------------
+from edgessd.drafters.auto import AcceptanceTracker, best_draft_len, shadow_accepted  # noqa: E402
+
+
+def test_shadow_accepted_is_the_matching_prefix_or_undecided():
+    p = np.array([5, 6, 7])
+    assert shadow_accepted(p, np.array([9])) == 0
+    assert shadow_accepted(p, np.array([5, 6, 8, 1])) == 2
+    assert shadow_accepted(p, np.array([5, 6, 7, 1])) == 3
+    assert shadow_accepted(p, np.array([5, 6])) is None
+    assert shadow_accepted(p, np.array([], dtype=int)) is None
+
+
+def test_tracker_learns_per_position_so_runs_of_copies_predict_long_drafts():
+    t = AcceptanceTracker(prior=0.5, d_max=8)
+    for _ in range(40):  # a copy: either the first draft fails, or all eight are accepted
+        t.observe(8, 0)
+        t.observe(8, 8)
+    r = t.rate
+    assert r[0] == pytest.approx(0.5, abs=0.05)
+    assert (r[1:] > 0.8).all()  # once started, a copy goes on
+    # an i.i.d. model with the first position's rate would predict far fewer tokens for d = 8
+    e = t.expected_tokens(np.array([1, 8]))
+    assert e[0] == pytest.approx(1 + r[0])
+    iid = (1 - r[0] ** 9) / (1 - r[0])
+    assert e[1] > 1.5 * iid
+
+
+def test_tracker_with_no_data_is_the_prior_and_decays_towards_new_evidence():
+    t = AcceptanceTracker(prior=0.7, d_max=4)
+    assert np.allclose(t.rate, 0.7) and t.alpha == pytest.approx(0.7)
+    for _ in range(60):
+        t.observe(4, 0)
+    assert t.rate[0] < 0.15 and t.alpha < 0.15
+    assert np.allclose(t.rate[1:], 0.7)  # never reached: still the prior
+
+
+def test_best_draft_len_drafts_long_only_where_acceptance_holds_up():
+    cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.77, 2.22, 2.99, 3.77, 4.5, 5.2, 5.9, 6.6]),
+                    attn=np.ones(4), mlp=np.ones(4))
+    sure = AcceptanceTracker(prior=0.97, d_max=8)
+    d, speedup = best_draft_len(cpu, sure, 0.0, 8)
+    ds = np.arange(1, 9)
+    by_d = 10.0 * sure.expected_tokens(ds) / cpu.verify[ds]
+    assert d == ds[np.argmax(by_d)] and d > 1 and speedup == pytest.approx(by_d.max()) and speedup > 1.2
+    coin = AcceptanceTracker(prior=0.5, d_max=8)
+    _, speedup = best_draft_len(cpu, coin, 0.0, 8)
+    assert speedup < 1.0  # a coin-flip lookup loses on this CPU at every draft length
