@@ -14,6 +14,8 @@ COMMANDS = {
     "generate": ("edgessd.cli.generate_cmd", "generate", "Generate a completion of a prompt (streamed, or --json)."),
     "profile": ("edgessd.cli.profile_cmd", "profile", "Measure sublayer costs and V(k) on this device."),
     "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
+    "serve": ("edgessd.cli.serve_cmd", "serve", "Serve a model over a local OpenAI-compatible HTTP API."),
+    "info": ("edgessd.cli.info_cmd", "info", "Show a model's architecture, quantization, skip support, profile."),
 }
 
 
@@ -57,6 +59,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
       edgessd models list
       edgessd models pull smollm2-135m
       edgessd models path qwen2.5-coder-0.5b
+      edgessd serve smollm2-135m --port 8080     # OpenAI API on http://127.0.0.1:8080/v1
+      edgessd info qwen2.5-coder-0.5b --json
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

@@ -1,0 +1,94 @@
+"""``edgessd serve [MODEL]``: a local OpenAI-compatible HTTP server over one Engine."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from ..errors import EdgessdError
+from .options import engine_options, model_argument, sampling_options
+
+
+class ServeError(EdgessdError):
+    """The server cannot start: the address is taken, or not one this machine has."""
+
+
+def model_id(model: str | None, path: Path) -> str:
+    """The name the API reports: the registry name, or the file's name for a path."""
+    from ..registry import default_model_name
+
+    name = model or default_model_name()
+    return path.name if name.endswith(".gguf") or os.sep in name or Path(name).exists() else name
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), or a ServeError saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+@click.command("serve")
+@model_argument
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the server to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--queue-size", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests that may wait while one runs; more are answered 503.")
+@click.option("--max-body", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              help="Largest request body in bytes; larger is answered 413.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds one generation may run before it ends with finish_reason 'length'; 0: no limit.")
+@sampling_options
+@engine_options
+def serve(model, host, port, queue_size, max_body, timeout_s, n_predict, temperature, top_k, top_p, seed, mode,
+          skip, draft_max, n_threads, n_ctx, n_gpu_layers) -> None:
+    """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
+
+    Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
+    "stream": true), GET /v1/models, GET /health. One generation runs at a time; the
+    sampling flags are the defaults for requests that leave those fields out, and a
+    request may also pick "mode" and "top_k".
+
+    \b
+    Examples:
+      edgessd serve                                  # smollm2-135m on http://127.0.0.1:8080/v1
+      edgessd serve qwen2.5-coder-0.5b --port 9000 -t 2 --mode lookup
+      curl http://127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
+    """
+    import uvicorn
+
+    from ..engine import Engine
+    from ..server.app import ServerConfig, create_app
+    from ..server.schema import Defaults
+    from ..skipset import parse_skip_spec
+
+    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)  # a bad model fails here
+    if skip is not None:
+        parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
+    config = ServerConfig(model_id=model_id(model, eng.model_path), created=int(eng.model_path.stat().st_mtime),
+                          defaults=Defaults(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
+                                            seed=seed, mode=mode),
+                          queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
+                          engine_kwargs=dict(skip=skip, draft_max=draft_max))
+    sock = listen(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"edgessd: serving {config.model_id} on http://{shown}:{bound}/v1 "
+               f"(queue {queue_size}, {eng.ctx.n_threads} threads, ctx {eng.ctx.n_ctx}); Ctrl-C stops")
+    server = uvicorn.Server(uvicorn.Config(create_app(eng, config), log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=5))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()  # the engine is left to exit: a generation cut short at shutdown may still hold it
