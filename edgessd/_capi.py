@@ -47,6 +47,8 @@ class SkipAPI:
     set_all: ctypes._CFuncPtr
     get_one: ctypes._CFuncPtr
     draft_greedy: ctypes._CFuncPtr
+    kv_v_mean: ctypes._CFuncPtr
+    kv_v_dim: ctypes._CFuncPtr
 
 
 def bind_skip_api(lib: ctypes.CDLL) -> SkipAPI:
@@ -57,6 +59,8 @@ def bind_skip_api(lib: ctypes.CDLL) -> SkipAPI:
         set_all = lib.llama_set_layer_skip_all
         get_one = lib.llama_get_layer_skip
         draft_greedy = lib.llama_draft_greedy
+        kv_v_mean = lib.llama_kv_v_mean
+        kv_v_dim = lib.llama_kv_v_dim
     except AttributeError as e:
         name = getattr(lib, "_name", "libllama")
         raise LibraryError(f"{name} lacks {e.args[0].split(':')[-1].strip()} from edgessd's patches "
@@ -69,7 +73,11 @@ def bind_skip_api(lib: ctypes.CDLL) -> SkipAPI:
     draft_greedy.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_float,
                              ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_float)]
     draft_greedy.restype = ctypes.c_int32
-    return SkipAPI(supported, set_one, set_all, get_one, draft_greedy)
+    kv_v_mean.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                          ctypes.POINTER(ctypes.c_float), ctypes.c_int32]
+    kv_v_mean.restype = ctypes.c_int32
+    kv_v_dim.argtypes, kv_v_dim.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_int32
+    return SkipAPI(supported, set_one, set_all, get_one, draft_greedy, kv_v_mean, kv_v_dim)
 
 
 _SKIP: SkipAPI | None = None
@@ -294,6 +302,23 @@ class Context:
             raise LibraryError(f"llama_draft_greedy failed with code {n}")
         self._view_key = None  # the logits buffer was written by llama.cpp
         return list(out[:n])
+
+    def kv_value_mean(self, layer: int, p0: int, p1: int) -> np.ndarray | None:
+        """Mean of ``layer``'s cached attention values (V rows) over positions ``p0 <= pos < p1``.
+
+        float32 ``[n_embd_v_gqa]``; costs a read of the cache, no compute (llama_kv_v_mean).
+        None when no cached position is in the range. LibraryError if the layer's values
+        cannot be read back (a quantized, transposed V cache).
+        """
+        api = skip_api()
+        dim = api.kv_v_dim(self.model.ptr, layer)
+        if dim < 0:
+            raise InvalidArgumentError(f"layer {layer} is out of range (the model has {self.model.n_layer})")
+        out = np.zeros(dim, dtype=np.float32)
+        n = api.kv_v_mean(self.ptr, layer, p0, p1, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), dim)
+        if n < 0:
+            raise LibraryError(f"llama_kv_v_mean cannot read layer {layer}'s cached values (code {n})")
+        return out if n > 0 else None
 
     def logits(self) -> np.ndarray:
         """View of the last decode's logits: float32 ``[n_outputs, n_vocab]`` (no copy)."""
