@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import click
 
-from ..errors import EdgessdError
 from .options import engine_options, model_argument, sampling_options
-
-
-class ServeError(EdgessdError):
-    """The server cannot start: the address is taken, or not one this machine has."""
 
 
 def model_id(model: str | None, path: Path) -> str:
@@ -21,20 +15,6 @@ def model_id(model: str | None, path: Path) -> str:
 
     name = model or default_model_name()
     return path.name if name.endswith(".gguf") or os.sep in name or Path(name).exists() else name
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: a free one), or a ServeError saying why not."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as e:
-        sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    return sock
 
 
 @click.command("serve")
@@ -66,10 +46,9 @@ def serve(model, host, port, queue_size, max_body, timeout_s, n_predict, tempera
       edgessd serve qwen2.5-coder-0.5b --port 9000 -t 2 --mode lookup
       curl http://127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
     """
-    import uvicorn
-
     from ..engine import Engine
     from ..server.app import ServerConfig, create_app
+    from ..server.run import listen, run
     from ..server.schema import Defaults
     from ..skipset import parse_skip_spec
 
@@ -82,13 +61,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, n_predict, tempera
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
                           engine_kwargs=dict(skip=skip, draft_max=draft_max))
     sock = listen(host, port)
-    bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"edgessd: serving {config.model_id} on http://{shown}:{bound}/v1 "
-               f"(queue {queue_size}, {eng.ctx.n_threads} threads, ctx {eng.ctx.n_ctx}); Ctrl-C stops")
-    server = uvicorn.Server(uvicorn.Config(create_app(eng, config), log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=5))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()  # the engine is left to exit: a generation cut short at shutdown may still hold it
+    click.echo(f"edgessd: serving {config.model_id} on http://{shown}:{sock.getsockname()[1]}/v1 "
+               f"(queue {queue_size}, threads {eng.ctx.n_threads}, ctx {eng.ctx.n_ctx}); Ctrl-C stops")
+    run(create_app(eng, config), sock)  # the engine is left to the process exit: a cut-short generation may hold it

@@ -104,10 +104,11 @@ class Shapes:
         return dict(self._head(self.chunk_object), choices=[self._choice(text, None)])
 
     def final_chunks(self, outcome: Outcome, *, include_usage: bool) -> list[dict]:
-        """The chunk with finish_reason, usage and timings; then, if asked for with
-        ``stream_options.include_usage``, OpenAI's usage-only chunk (no choices)."""
+        """The chunk with finish_reason, carrying usage, timings and the edgessd object as
+        llama-server's does. With ``stream_options.include_usage``, OpenAI's way: the
+        finish_reason chunk alone, then a last chunk with no choices that carries them."""
         extra = {"usage": usage(outcome.result), "timings": timings(outcome.result), "edgessd": extension(outcome)}
-        last = dict(self._head(self.chunk_object), choices=[self._choice(None, outcome.finish_reason)], **extra)
+        finish = dict(self._head(self.chunk_object), choices=[self._choice(None, outcome.finish_reason)])
         if not include_usage:
-            return [last]
-        return [last, dict(self._head(self.chunk_object), choices=[], **extra)]
+            return [dict(finish, **extra)]
+        return [finish, dict(self._head(self.chunk_object), choices=[], **extra)]

@@ -94,12 +94,19 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Cancel the running job, skip the waiting ones, and end the thread."""
+    def halt(self) -> None:
+        """Begin shutting down: cancel the running job (its stream ends at once, finish_reason
+        "length"); each waiting job gets a 503. Takes no lock, so a signal handler may call it:
+        it sets the flag, then reads the running job, while the worker sets the running job,
+        then reads the flag; one of the two sees the other."""
         self._stopping.set()
-        with self._lock:
-            if self._running is not None:
-                self._running.cancel.set()
+        running = self._running
+        if running is not None:
+            running.cancel.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Halt, and end the thread."""
+        self.halt()
         self._jobs.put(None)
         self._thread.join(timeout)
 
