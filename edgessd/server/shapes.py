@@ -48,10 +48,10 @@ def timings(result: GenerationResult) -> dict:
 
 
 def extension(outcome: Outcome) -> dict:
-    """The ``edgessd`` object: what ran and how drafting went."""
+    """The ``edgessd`` object: what ran (mode, the routed domain if any) and how drafting went."""
     r = outcome.result
-    return {"mode": r.mode, "mean_accepted": r.stats.mean_accepted, "acceptance_rate": r.stats.acceptance_rate,
-            "stop_reason": r.stop_reason, "timed_out": outcome.timed_out}
+    return {"mode": r.mode, "domain": r.domain, "mean_accepted": r.stats.mean_accepted,
+            "acceptance_rate": r.stats.acceptance_rate, "stop_reason": r.stop_reason, "timed_out": outcome.timed_out}
 
 
 def models_list(model: str, created: int) -> dict:
