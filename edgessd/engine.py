@@ -40,6 +40,8 @@ from .skipset import SkipSet, parse_skip_spec
 from .stats import GenerationStats
 
 if TYPE_CHECKING:
+    from .domains import DomainIndex, DomainSet, Route
+    from .features import FeatureSpec
     from .profiler import Profile
 
 MODES = ("auto", "plain", "lookup", "layerskip")
@@ -82,7 +84,10 @@ class Engine:
     """One model and one context, driven by the speculative decode loop."""
 
     def __init__(self, model: str | os.PathLike | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_batch: int = 512, n_gpu_layers: int = 0) -> None:
+                 n_batch: int = 512, n_gpu_layers: int = 0, learn: str = "auto") -> None:
+        if learn not in ("auto", "on", "off"):
+            raise InvalidArgumentError(f"learn must be auto, on or off, got {learn!r}")
+        self.learn = learn  # learn anchors for out-of-domain prompts: auto = where layer skip can pay
         if n_threads is not None and n_threads <= 0:
             raise InvalidArgumentError(f"threads must be positive, got {n_threads}")
         self.model_path: Path = registry.resolve(model)
@@ -94,6 +99,9 @@ class Engine:
         self._profile: Profile | None = None
         self._profile_looked_up = False
         self._skip_plan = None  # the planner's layer-skip plan from the profile, if any
+        self._index: DomainIndex | None = None
+        self._index_looked_up = False
+        self.last_route: Route | None = None  # where the last auto/layerskip prompt was routed
 
     def close(self) -> None:
         self.ctx.close()
@@ -159,19 +167,33 @@ class Engine:
         if len(tokens) >= self.ctx.n_ctx:
             raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds "
                                        f"{self.ctx.n_ctx}; use a larger --ctx-size or a shorter prompt")
-        if drafter is not None:
-            mode_run, layer_set = drafter.name, getattr(drafter, "skip", None)
-        else:
-            drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max)
+        if mode not in MODES:
+            raise InvalidArgumentError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+        if isinstance(skip, str):
+            skip = parse_skip_spec(skip)
+        if skip is not None:
+            skip.check(self.model.n_layer)
         with self._lock:
-            yield from self._run(tokens, drafter, mode_run, layer_set, n_predict, sampler, cancel)
+            t0 = time.perf_counter()
+            n_eval = self._prefill(tokens)
+            t_prompt = (time.perf_counter() - t0) * 1e3
+            domain = None
+            if drafter is not None:
+                mode_run, layer_set = drafter.name, getattr(drafter, "skip", None)
+            else:
+                domain_set = None
+                if skip is None and mode in ("auto", "layerskip") and self.model.skip_supported:
+                    domain, domain_set = self._route(prompt, tokens)
+                drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max, domain_set)
+            stats = GenerationStats(n_prompt=len(tokens), n_prompt_eval=n_eval, t_prompt_ms=t_prompt)
+            history = yield from self._run(tokens, drafter, mode_run, layer_set, domain, n_predict, sampler, cancel,
+                                           stats)
+            if self.last_route is not None and not self.last_route.in_domain and self._should_learn():
+                self._learn_online(prompt, tokens, history)
 
-    def _run(self, tokens: list[int], drafter: Drafter, mode: str, layer_set: SkipSet | None, n_predict: int,
-             sampler: SamplerParams, cancel: threading.Event | None) -> Iterator[str | GenerationResult]:
-        stats = GenerationStats(n_prompt=len(tokens))
-        t0 = time.perf_counter()
-        stats.n_prompt_eval = self._prefill(tokens)
-        stats.t_prompt_ms = (time.perf_counter() - t0) * 1e3
+    def _run(self, tokens: list[int], drafter: Drafter, mode: str, layer_set: SkipSet | None, domain: str | None,
+             n_predict: int, sampler: SamplerParams, cancel: threading.Event | None,
+             stats: GenerationStats) -> Iterator[str | GenerationResult]:
         history = list(tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
@@ -202,7 +224,8 @@ class Engine:
             yield tail
         mode, layer_set = _what_ran(drafter, mode, layer_set)
         yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=mode,
-                               layer_set=layer_set, domain=None, stop_reason=reason, stats=stats)
+                               layer_set=layer_set, domain=domain, stop_reason=reason, stats=stats)
+        return history
 
     def _prefill(self, tokens: list[int]) -> int:
         """Make the KV cache hold ``tokens[:-1]``, reusing the longest prefix already there."""
@@ -219,6 +242,107 @@ class Engine:
         """Forget the KV cache (the next prompt is decoded from scratch)."""
         self.ctx.kv_clear()
         self._kv = []
+
+    # -- domains ----------------------------------------------------------------------------------
+    def feature_start(self, prompt: Prompt, tokens: Sequence[int]) -> int:
+        """Where the text that describes a request begins: the last user message of a chat
+        (the turn that may have changed the domain), or 0 for raw text."""
+        if isinstance(prompt, str) or not prompt or prompt[-1].get("role") != "user":
+            return 0
+        blank = list(prompt[:-1]) + [{"role": "user", "content": ""}]
+        start = common_prefix(tokens, self.tokenize(blank))
+        return start if start < len(tokens) - 1 else 0
+
+    def prompt_feature(self, prompt: Prompt, spec: FeatureSpec | None = None) -> np.ndarray:
+        """The prompt's feature (features.py): prefill it (kept in the KV cache) and read the cache."""
+        from .features import FeatureSpec
+
+        tokens = self.tokenize(prompt)
+        if len(tokens) >= self.ctx.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds {self.ctx.n_ctx}")
+        with self._lock:
+            self._prefill(tokens)
+            return self._feature(prompt, tokens, spec or FeatureSpec())
+
+    def _feature(self, prompt: Prompt, tokens: list[int], spec: FeatureSpec) -> np.ndarray:
+        from .features import cached_feature
+
+        end = len(tokens) - 1  # the KV cache holds all but the last prompt token
+        start = self.feature_start(prompt, tokens)
+        feat = cached_feature(self.ctx, start if start < end else 0, max(end, 1), spec)
+        if feat is None:
+            raise InvalidArgumentError("the prompt is too short to describe (one token)")
+        return feat
+
+    def domain_index(self) -> DomainIndex | None:
+        """The model's domain index: the user's (calibrated or learned), else the one shipped in
+        models/index/; None if neither exists. A broken one is ignored with a warning."""
+        if self._index_looked_up:
+            return self._index
+        from .domains import IndexFileError, index_dir, load_index, shipped_index_dir
+
+        self._index_looked_up = True
+        sha = registry.model_sha256(self.model_path)
+        for where in (index_dir(sha), shipped_index_dir(sha)):
+            if not where.exists():
+                continue
+            try:
+                self._index = load_index(where, model_sha256=sha)
+                return self._index
+            except IndexFileError as e:
+                self.warn_once(f"index:{where}", f"ignoring the domain index: {e}")
+        return None
+
+    def _route(self, prompt: Prompt, tokens: list[int]) -> tuple[str | None, DomainSet | None]:
+        """The domain of the prompt (already prefilled) and its best skip set; (None, None) without
+        an index, or out of domain (the planner then chooses plain or lookup)."""
+        index = self.domain_index()
+        self.last_route = None
+        if index is None:
+            return None, None
+        feat = self._feature(prompt, tokens, index.feature)
+        route = index.route(feat)
+        self.last_route = route
+        if not route.in_domain:
+            return f"{route.domain}?", None
+        return route.domain, index.best_set(route.domain)
+
+    def _should_learn(self) -> bool:
+        """Whether an online search is worth its cost here: always (on), never (off), or (auto)
+        where the planner predicts that drafting with a known set beats plain decoding."""
+        if self.learn != "auto":
+            return self.learn == "on"
+        index, prof = self.domain_index(), self.device_profile()
+        if index is None or prof is None:
+            return False
+        from .online import candidate_sets
+        from .planner import expected_tokens
+
+        cost = prof.cost_at(len(self._kv))
+        ds = np.arange(1, min(8, len(cost.verify) - 1) + 1)
+        for cand in candidate_sets(index):
+            step = cost.draft_step_ms(cand.skip)
+            rate = expected_tokens(cand.alpha, ds) / (ds * step + cost.verify[ds] + cost.cycle_overhead)
+            if float(rate.max()) * cost.t1 > 1.03:
+                return True
+        return False
+
+    def _learn_online(self, prompt: Prompt, tokens: list[int], history: list[int]) -> None:
+        """Search the known sets over what was generated; learn the prompt as an anchor if one
+        is clearly better than the nearest domain's. Persisted at once, in the user's index."""
+        from . import online
+        from .domains import index_dir
+
+        index, route = self.domain_index(), self.last_route
+        if index is None or route is None or len(history) - len(tokens) < 8:
+            return
+        nearest = route.domain
+        feat = self._feature(prompt, tokens, index.feature)  # still cached: read before the search clears it
+        result = online.search(self.ctx, history, len(tokens), index, nearest)
+        self.reset()
+        if online.worth_learning(result):
+            index.learn(feat, result.best)
+            index.save(index_dir(index.model_sha256))
 
     def device_profile(self) -> Profile | None:
         """This model's cached profile for this device and thread count, or None.
@@ -243,7 +367,8 @@ class Engine:
         self._profile_looked_up = True
         return self._profile
 
-    def _auto_drafter(self, skip: SkipSet | None, draft_max: int | None) -> AutoDrafter:
+    def _auto_drafter(self, skip: SkipSet | None, draft_max: int | None,
+                      domain_set: DomainSet | None = None) -> AutoDrafter:
         prof = self.device_profile()
         if prof is None:
             self.warn_once("profile", f"no device profile for {self.model_path.name} with {self.ctx.n_threads} "
@@ -254,22 +379,18 @@ class Engine:
         layer = None
         alpha = 0.5
         if self.model.skip_supported:
-            if skip is None and self._skip_plan is not None:
+            if skip is None and domain_set is not None:  # the routed domain's set, as measured
+                skip, alpha = domain_set.skip, domain_set.alpha
+            elif skip is None and self._skip_plan is not None:
                 skip, alpha = self._skip_plan.skip, self._skip_plan.alpha
             if skip is not None and not skip.empty:
                 layer = LayerSkipDrafter(self.ctx, skip, max_tokens=draft_max or 4)
         return AutoDrafter(cost_at, layerskip=layer, layerskip_alpha=alpha, d_max=draft_max or 8)
 
-    def _drafter(self, mode: str, skip: SkipSet | str | None,
-                 draft_max: int | None) -> tuple[Drafter, str, SkipSet | None]:
-        if mode not in MODES:
-            raise InvalidArgumentError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-        if isinstance(skip, str):
-            skip = parse_skip_spec(skip)
-        if skip is not None:
-            skip.check(self.model.n_layer)
+    def _drafter(self, mode: str, skip: SkipSet | None, draft_max: int | None,
+                 domain_set: DomainSet | None = None) -> tuple[Drafter, str, SkipSet | None]:
         if mode == "auto":
-            return self._auto_drafter(skip, draft_max), "auto", skip
+            return self._auto_drafter(skip, draft_max, domain_set), "auto", skip
         if mode == "lookup":
             return LookupDrafter(max_tokens=draft_max or 4), mode, None
         if mode == "layerskip":
@@ -277,7 +398,8 @@ class Engine:
                 self.warn_once("skip", f"layer skip is not supported for architecture {self.model.arch!r}; "
                                        "decoding plainly")
                 return NoDrafter(), "plain", None
-            chosen = skip if skip is not None else default_skip_set(self.model.n_layer)
+            chosen = skip if skip is not None else (
+                domain_set.skip if domain_set is not None else default_skip_set(self.model.n_layer))
             return LayerSkipDrafter(self.ctx, chosen, max_tokens=draft_max or 4), mode, chosen
         return NoDrafter(), "plain", None
 

@@ -13,6 +13,8 @@ COMMANDS = {
     "chat": ("edgessd.cli.chat_cmd", "chat", "Chat with a model in the terminal (default smollm2-135m)."),
     "generate": ("edgessd.cli.generate_cmd", "generate", "Generate a completion of a prompt (streamed, or --json)."),
     "profile": ("edgessd.cli.profile_cmd", "profile", "Measure sublayer costs and V(k) on this device."),
+    "calibrate": ("edgessd.cli.calibrate_cmd", "calibrate",
+                  "Find each domain's best skip sets by real acceptance; build the KNN index."),
     "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
     "serve": ("edgessd.cli.serve_cmd", "serve", "Serve a model over a local OpenAI-compatible HTTP API."),
     "info": ("edgessd.cli.info_cmd", "info", "Show a model's architecture, quantization, skip support, profile."),
@@ -56,6 +58,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       edgessd chat qwen2.5-coder-0.5b --temp 0
       edgessd generate smollm2-135m -p "The capital of France is" -n 32
       edgessd profile qwen2.5-coder-1.5b
+      edgessd calibrate smollm2-135m
       edgessd models list
       edgessd models pull smollm2-135m
       edgessd models path qwen2.5-coder-0.5b

@@ -1,0 +1,219 @@
+"""``edgessd calibrate``: per-domain skip sets, scored by real acceptance, and their KNN anchors.
+
+For each domain of a Spec-Bench JSONL file:
+
+1. Generate greedy references for the domain's search prompts with the full model.
+2. Search skip sets of a few sizes (a share of the 2L sublayers): seeds (the planner's
+   knapsack choice from the device profile's sublayer matchness when there is one, even
+   spacing, attention-only, later-layers-first) and random single swaps from the best,
+   in the style of SWIFT. Each candidate is scored cheaply by block matchness over the
+   references: the draft's argmax under the mask, teacher-forced from the full model's cache.
+3. Re-score the best few of each size by *real* acceptance: speculative decoding with the
+   set, counting accepted drafts per cycle. Keep them, best first, with what was measured.
+4. Features of every calibration prompt (features.py) -> K-means anchors per domain.
+   A held-out quarter of each domain sets the out-of-domain threshold: the largest
+   nearest-anchor distance among in-domain prompts the anchors did not see.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .acceptance import block_matchness
+from .domains import DomainIndex, DomainSet, kmeans
+from .engine import Engine
+from .features import FeatureSpec
+from .prompts import Prompt, by_category
+from .skipset import SkipSet
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    sizes: tuple[float, ...] = (0.2, 0.35, 0.5)  # shares of the 2L sublayers to skip
+    n_search: int = 6         # prompts per domain that score candidates
+    n_tokens: int = 32        # tokens generated per reference / acceptance run
+    candidates: int = 12      # sets scored by block matchness, per size
+    finalists: int = 2        # of those, re-scored by real acceptance, per size
+    draft_len: int = 4        # drafts per cycle when measuring acceptance
+    anchors: int = 4          # K-means anchors per domain
+    k: int = 1                # neighbours consulted when routing
+    feature: FeatureSpec = field(default_factory=lambda: FeatureSpec(last_layers=8))
+    seed: int = 0
+
+
+@dataclass
+class Reference:
+    tokens: list[int]   # prompt + greedy continuation
+    start: int          # where the continuation begins
+
+
+def references(eng: Engine, prompts: list[Prompt], n_tokens: int) -> list[Reference]:
+    out = []
+    for pr in prompts:
+        prompt_tokens = eng.tokenize([{"role": "user", "content": pr.first}])
+        r = eng.generate([{"role": "user", "content": pr.first}], n_predict=n_tokens, mode="plain")
+        out.append(Reference(prompt_tokens + r.tokens, len(prompt_tokens)))
+    eng.reset()
+    return out
+
+
+def matchness_score(eng: Engine, refs: list[Reference], skip: SkipSet, block: int) -> float:
+    """Mean block matchness of ``skip`` over the references' continuations."""
+    flags = skip.flags(eng.model.n_layer)
+    scores = []
+    for ref in refs:
+        toks = ref.tokens[:-1]
+        if len(toks) <= ref.start:
+            continue
+        scores.append(block_matchness(eng.ctx, toks, flags, ref.start - 1, np.asarray(ref.tokens[1:]), block))
+    eng.reset()  # block_matchness cleared the cache behind the engine's back
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def real_acceptance(eng: Engine, prompts: list[Prompt], skip: SkipSet, n_tokens: int, d: int) -> DomainSet:
+    """Speculative decoding with ``skip`` on ``prompts``: accepted drafts per cycle, and alpha."""
+    acc = cyc = rej = 0
+    for pr in prompts:
+        r = eng.generate([{"role": "user", "content": pr.first}], n_predict=n_tokens, mode="layerskip",
+                         skip=skip, draft_max=d)
+        acc, cyc, rej = acc + r.stats.n_accepted, cyc + r.stats.n_cycles, rej + r.stats.n_rejections
+    eng.reset()
+    return DomainSet(skip, acc / max(cyc, 1), acc / max(acc + rej, 1), d)
+
+
+def seed_sets(n_layer: int, n_skip: int, rng: np.random.Generator, planner_order: np.ndarray | None) -> list[SkipSet]:
+    """Starting points for the search, each skipping ``n_skip`` sublayers (never layer 0 or L-1).
+
+    Items are numbered 0..L-1 for attention and L..2L-1 for MLP.
+    """
+    inner = np.arange(1, n_layer - 1)
+    items = np.concatenate([inner, n_layer + inner])
+    n_skip = min(n_skip, len(items))
+    seeds = []
+    if planner_order is not None:  # most harmless first, by the profile's single-skip matchness
+        seeds.append(planner_order[:n_skip])
+    spaced = inner[np.linspace(0, len(inner) - 1, max(1, (n_skip + 1) // 2)).round().astype(int)]
+    seeds.append(np.concatenate([spaced, n_layer + spaced])[:n_skip])
+    seeds.append(inner[::-1][:n_skip] if n_skip <= len(inner) else items[::-1][:n_skip])  # attention, late first
+    late = np.concatenate([[il, n_layer + il] for il in inner[::-1]])
+    seeds.append(late[:n_skip])
+    seeds.append(rng.choice(items, n_skip, replace=False))
+    return [to_set(s, n_layer) for s in seeds]
+
+
+def to_set(items: np.ndarray, n_layer: int) -> SkipSet:
+    items = np.asarray(items)
+    return SkipSet.of(items[items < n_layer], items[items >= n_layer] - n_layer)
+
+
+def to_items(s: SkipSet, n_layer: int) -> np.ndarray:
+    return np.array(list(s.attn) + [n_layer + i for i in s.mlp], dtype=np.int64)
+
+
+def mutate(s: SkipSet, n_layer: int, rng: np.random.Generator) -> SkipSet:
+    """Swap one skipped sublayer for one that is not skipped (first and last layers stay)."""
+    inner = np.arange(1, n_layer - 1)
+    items = np.concatenate([inner, n_layer + inner])
+    cur = to_items(s, n_layer)
+    out = np.setdiff1d(items, cur)
+    if cur.size == 0 or out.size == 0:
+        return s
+    cur = cur.copy()
+    cur[rng.integers(cur.size)] = rng.choice(out)
+    return to_set(cur, n_layer)
+
+
+def search_domain(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, rng: np.random.Generator,
+                  planner_order: np.ndarray | None, tick: Callable[[], None]) -> tuple[list[DomainSet], dict]:
+    """The domain's best sets (best real acceptance first) and what the search saw."""
+    L = eng.model.n_layer
+    search = prompts[:cfg.n_search]
+    refs = references(eng, search, cfg.n_tokens)
+    found: list[DomainSet] = []
+    log: dict[str, list] = {}
+    for share in cfg.sizes:
+        n_skip = max(1, int(round(share * 2 * L)))
+        scored: dict[SkipSet, float] = {}
+        pool = seed_sets(L, n_skip, rng, planner_order)
+        while len(scored) < cfg.candidates:
+            if pool:
+                cand = pool.pop(0)
+            else:  # hill-climb: mutate one of the best three so far
+                best = sorted(scored, key=scored.__getitem__, reverse=True)[:3]
+                cand = mutate(best[rng.integers(len(best))], L, rng)
+                if cand in scored:
+                    cand = mutate(cand, L, rng)
+            if cand in scored:
+                continue
+            scored[cand] = matchness_score(eng, refs, cand, cfg.draft_len)
+            tick()
+        top = sorted(scored, key=scored.__getitem__, reverse=True)[:cfg.finalists]
+        for s in top:
+            found.append(real_acceptance(eng, search, s, cfg.n_tokens, cfg.draft_len))
+            tick()
+        log[f"{share:.2f}"] = sorted(((s.spec(), round(v, 4)) for s, v in scored.items()), key=lambda t: -t[1])
+    # best real acceptance per skipped sublayer first: the planner trades them off per device
+    found.sort(key=lambda ds: (-ds.skip.n_skipped, -ds.mean_accepted))
+    by_size: dict[int, DomainSet] = {}
+    for ds in found:
+        if ds.skip.n_skipped not in by_size or ds.mean_accepted > by_size[ds.skip.n_skipped].mean_accepted:
+            by_size[ds.skip.n_skipped] = ds
+    sets = sorted(by_size.values(), key=lambda ds: -ds.mean_accepted)
+    return sets, {"matchness": log}
+
+
+def prompt_features(eng: Engine, prompts: list[Prompt], spec: FeatureSpec) -> np.ndarray:
+    return np.stack([eng.prompt_feature([{"role": "user", "content": pr.first}], spec) for pr in prompts])
+
+
+def build_anchors(feats: dict[str, np.ndarray], n_anchors: int, seed: int) -> tuple[np.ndarray, list[str], float]:
+    """Anchors of every domain, their domains, and the out-of-domain distance threshold.
+
+    The threshold: anchors built from three quarters of each domain; the largest
+    nearest-anchor cosine distance of the held-out quarter, plus 10%.
+    """
+    rng = np.random.default_rng(seed)
+    held_anchor, held_out = [], []
+    for x in feats.values():
+        perm = rng.permutation(len(x))
+        cut = max(1, (3 * len(x)) // 4)
+        held_anchor.append(kmeans(x[perm[:cut]], n_anchors, seed=seed))
+        held_out.append(x[perm[cut:]])
+    A = np.vstack(held_anchor)
+    outs = np.vstack([h for h in held_out if len(h)]) if any(len(h) for h in held_out) else np.zeros((0, A.shape[1]))
+    ood = float(np.min(1.0 - outs @ A.T, axis=1).max()) if len(outs) else 0.5
+    anchors, names = [], []
+    for dom, x in feats.items():
+        c = kmeans(x, n_anchors, seed=seed)
+        anchors.append(c)
+        names += [dom] * len(c)
+    return np.vstack(anchors), names, min(2.0, ood * 1.1)
+
+
+def calibrate(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, *, model_sha256: str,
+              planner_order: np.ndarray | None = None,
+              progress: Callable[[str, int], None] = lambda what, total: None,
+              tick: Callable[[], None] = lambda: None) -> DomainIndex:
+    """Calibrate a domain index for ``eng``'s model from ``prompts`` (grouped by category)."""
+    t0 = time.perf_counter()
+    groups = by_category(prompts)
+    rng = np.random.default_rng(cfg.seed)
+    steps_per_domain = len(cfg.sizes) * (cfg.candidates + cfg.finalists)
+    progress("search", steps_per_domain * len(groups) + len(prompts))
+    domains: dict[str, list[DomainSet]] = {}
+    logs = {}
+    for dom, prs in groups.items():
+        domains[dom], logs[dom] = search_domain(eng, prs, cfg, rng, planner_order, tick)
+    feats = {}
+    for dom, prs in groups.items():
+        feats[dom] = prompt_features(eng, prs, cfg.feature)
+        for _ in prs:
+            tick()
+    anchors, names, ood = build_anchors(feats, cfg.anchors, cfg.seed)
+    meta = {"config": asdict(cfg),
+            "seconds": round(time.perf_counter() - t0, 1), "n_prompts": {d: len(p) for d, p in groups.items()},
+            "search": logs}
+    return DomainIndex(model_sha256, cfg.feature, anchors.shape[1], anchors, names, domains, ood, cfg.k, [], meta)
