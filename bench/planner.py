@@ -53,7 +53,7 @@ PROMPTS = {
     "copy": f"Add a docstring to each function in this code and return the full code:\n{CODE}",
     "repeat": f"Return this code exactly as it is, without any change or comment:\n{CODE}",
 }
-LOOKUP_KINDS = ("edit", "copy", "repeat")  # prompts that repeat or edit their input
+LOOKUP_KINDS = ("edit", "copy", "repeat")  # prompts that repeat or edit their input (bench.jsonl: edit-003)
 
 
 def cycles_by_draft_len(stats) -> dict[int, int]:
@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--sections", default="1,2,3,4", help="which sections to run, e.g. 1,4")
+    ap.add_argument("--prompts", default=None, help="section 1 also runs prompts from this Spec-Bench JSONL")
+    ap.add_argument("--categories", default="edit,repeat", help="... of these categories (repeat/edit kinds)")
+    ap.add_argument("--per-category", type=int, default=4, help="... the first K of each")
     ns = ap.parse_args()
     sections = {int(x) for x in ns.sections.split(",")}
     eng = Engine(ns.model, n_ctx=2048, n_threads=ns.threads)
@@ -128,7 +131,15 @@ def main() -> None:
 def section_auto(eng, ns, report) -> None:
     print(f"== 1. auto vs plain: {ns.model}, {ns.threads} threads, -n {ns.n}, median of {ns.repeat}")
     print(f"{'prompt':<10} {'plain t/s':>9} {'auto t/s':>9} {'speedup':>8}  auto chose")
-    for cat, prompt in PROMPTS.items():
+    prompts = dict(PROMPTS)
+    if ns.prompts:
+        from edgessd.prompts import by_category, load_prompts
+
+        cats = ns.categories.split(",")
+        for prs in by_category(load_prompts(ns.prompts, categories=cats)).values():
+            for pr in prs[:ns.per_category]:
+                prompts[pr.question_id] = pr.first
+    for cat, prompt in prompts.items():
         plain, auto = [], []
         for _ in range(ns.repeat):  # interleaved, so drift hits both alike
             p = run(eng, prompt, ns.n, mode="plain")
@@ -144,7 +155,7 @@ def section_auto(eng, ns, report) -> None:
         print(f"{cat:<10} {row['plain_tok_s']:9.2f} {row['auto_tok_s']:9.2f} {sp:7.2f}x  {a.mode} "
               f"(mean_accepted {a.stats.mean_accepted:.2f}, identical {row['identical']})", flush=True)
     worst = min(r["speedup"] for r in report["rows"])
-    lk = [r["speedup"] for r in report["rows"] if r["prompt"] in LOOKUP_KINDS]
+    lk = [r["speedup"] for r in report["rows"] if r["prompt"].split("-")[0] in LOOKUP_KINDS]
     print(f"worst auto/plain {worst:.2f}x; on repeat/edit prompts {', '.join(f'{s:.2f}x' for s in lk)}")
 
 

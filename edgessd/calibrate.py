@@ -32,10 +32,10 @@ from .skipset import SkipSet
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    sizes: tuple[float, ...] = (0.2, 0.35, 0.5)  # shares of the 2L sublayers to skip
-    n_search: int = 6         # prompts per domain that score candidates
-    n_tokens: int = 32        # tokens generated per reference / acceptance run
-    candidates: int = 12      # sets scored by block matchness, per size
+    sizes: tuple[float, ...] = (0.25, 0.45)  # shares of the 2L sublayers to skip
+    n_search: int = 4         # prompts per domain that score candidates
+    n_tokens: int = 24        # tokens generated per reference / acceptance run
+    candidates: int = 8       # sets scored by block matchness, per size
     finalists: int = 2        # of those, re-scored by real acceptance, per size
     draft_len: int = 4        # drafts per cycle when measuring acceptance
     anchors: int = 4          # K-means anchors per domain

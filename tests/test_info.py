@@ -25,7 +25,7 @@ def test_info_text_describes_smollm2():
     assert rows["parameters"].startswith("134.5 M")
     assert rows["chat template"].startswith("yes: {% for message in messages %}")
     assert rows["layer skip"] == "supported"
-    assert rows["domain index"] == "none"
+    assert rows["domain index"].startswith("chat, code, math, qa, summarization, translation: 24 anchors")
     assert rows["sha256"] == registry.model_sha256(registry.resolve("smollm2-135m"))
     assert "backend" in rows["device"]
 
@@ -51,21 +51,24 @@ def test_info_json_agrees_with_the_profile_lookup(smol_path):
         assert info["profile"]["t1_ms"] > 0 and info["profile"]["verify4_steps"] > 0
 
 
-def test_info_finds_a_domain_index_in_the_cache(tmp_path, smol_path):
+def test_info_shows_the_shipped_index_and_a_broken_cached_one(tmp_path, smol_path):
+    from edgessd.domains import shipped_index_dir
+
     env = {"EDGESSD_CACHE_DIR": str(tmp_path)}
     first = json.loads(run_cli("info", str(smol_path), "-t", "1", "--json", env=env).stdout)
-    assert first["domain_index"] is None and first["profile"]["found"] is False
+    assert first["profile"]["found"] is False
     assert first["model"] == str(smol_path) and first["profile"]["others"] == []
-    index = tmp_path / "index" / first["sha256"][:16]
+    shipped = first["domain_index"]
+    assert shipped["found"] and shipped["path"] == str(shipped_index_dir(first["sha256"]))
+    assert len(shipped["domains"]) == 6 and shipped["anchors"] >= 6 and shipped["learned"] == 0
+    index = tmp_path / "index" / first["sha256"][:16]  # the user's index comes first ...
     index.mkdir(parents=True)
-    (index / "meta.json").write_text(json.dumps({"schema": 1, "domains": ["code", "chat"]}))
-    (index / "code.bin").write_bytes(b"\0" * 4096)
+    (index / "index.json").write_text('{"schema": 1, "model_sha256": "')  # ... but this one is broken
     info = json.loads(run_cli("info", str(smol_path), "-t", "1", "--json", env=env).stdout)
-    size = 4096 + (index / "meta.json").stat().st_size
-    assert info["domain_index"] == {"path": str(index), "files": 2, "bytes": size,
-                                    "meta": {"schema": 1, "domains": ["code", "chat"]}}
+    assert info["domain_index"]["found"] is False and info["domain_index"]["path"] == str(index)
+    assert "unreadable" in info["domain_index"]["reason"]
     text = run_cli("info", str(smol_path), "-t", "1", env=env).stdout
-    assert f"domain index  2 files, 0.0 MiB ({index})" in text
+    assert "domain index  broken, ignored:" in text
 
 
 def test_info_on_an_architecture_without_layer_skip(tiny_gpt2):

@@ -17,13 +17,13 @@ from .options import model_argument
               help="Index directory [default: the user cache, where chat/generate/serve find it].")
 @click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), envvar="EDGESSD_THREADS", default=None,
               help="CPU threads [default: physical cores; env EDGESSD_THREADS].")
-@click.option("-n", "--n-tokens", type=click.IntRange(4, 512), default=32, show_default=True,
+@click.option("-n", "--n-tokens", type=click.IntRange(4, 512), default=24, show_default=True,
               help="Tokens generated per prompt when scoring a set.")
-@click.option("--search-prompts", type=click.IntRange(1, 1000), default=6, show_default=True,
+@click.option("--search-prompts", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Prompts per domain that score candidate sets.")
-@click.option("--candidates", type=click.IntRange(2, 1000), default=12, show_default=True,
+@click.option("--candidates", type=click.IntRange(2, 1000), default=8, show_default=True,
               help="Candidate sets per size scored by matchness.")
-@click.option("--sizes", default="0.2,0.35,0.5", show_default=True,
+@click.option("--sizes", default="0.25,0.45", show_default=True,
               help="Shares of the 2L sublayers to skip, one search each.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def calibrate(model, prompts_file, domains, out_dir, n_threads, n_tokens, search_prompts, candidates, sizes,

@@ -122,22 +122,24 @@ def profile_summary(sha256: str, n_threads: int) -> dict:
 
 
 def domain_index(sha256: str) -> dict | None:
-    """The cached KNN domain index for the model, if one exists: ``<cache>/index/<sha256[:16]>/``.
+    """The model's KNN domain index: the user's (cache) if there is one, else the shipped one.
 
-    Returns {"path", "files", "bytes"} (plus "meta" if the folder has a meta.json), or None.
+    Returns {"path", "found", "domains", "anchors", "learned", "ood_distance"} or, for a
+    broken index, {"path", "found": False, "reason"}; None when neither exists.
     """
-    from ..fsutil import cache_dir
+    from ..domains import IndexFileError, index_dir, load_index, shipped_index_dir
 
-    folder = cache_dir() / "index" / sha256[:16]
-    if not folder.is_dir():
-        return None
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    out: dict = {"path": str(folder), "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
-    try:
-        out["meta"] = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        pass
-    return out
+    for folder in (index_dir(sha256), shipped_index_dir(sha256)):
+        if not folder.is_dir():
+            continue
+        try:
+            idx = load_index(folder, model_sha256=sha256)
+        except IndexFileError as e:
+            return {"path": str(folder), "found": False, "reason": str(e)}
+        return {"path": str(folder), "found": True, "anchors": len(idx.anchors), "learned": len(idx.learned),
+                "domains": sorted(d for d in idx.domains if d not in idx.learned),
+                "ood_distance": idx.ood_distance}
+    return None
 
 
 def model_info(model: str | None, n_threads: int | None) -> dict:
@@ -186,7 +188,9 @@ def format_info(info: dict) -> str:
         ("chat template", f"yes: {tmpl['first_line'][:80]}" if tmpl["present"] else "none"),
         ("layer skip", "supported" if info["layer_skip"] else f"not supported for {info['architecture']}"),
         ("profile", prof_line), *[("", f"also: {p}") for p in prof["others"]],
-        ("domain index", f"{idx['files']} files, {idx['bytes'] / 2**20:.1f} MiB ({idx['path']})" if idx else "none"),
+        ("domain index", "none" if idx is None else
+         f"broken, ignored: {idx['reason']}" if not idx["found"] else
+         f"{', '.join(idx['domains'])}: {idx['anchors']} anchors ({idx['learned']} learned) ({idx['path']})"),
         ("device", f"{dev['cpu']}, {dev['machine']} {dev['os']}, {dev['cores_physical']} cores / "
                    f"{dev['cores_logical']} threads, {dev['memory_gb']} GB, backend {dev['backend']}, "
                    f"GPU {dev['gpu'] or 'none'}"),
