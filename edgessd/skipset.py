@@ -18,7 +18,9 @@ SKIP_ATTN = 1  # must match LLAMA_LAYER_SKIP_ATTN in patches/0001-layer-skip.pat
 SKIP_FFN = 2   # LLAMA_LAYER_SKIP_FFN
 
 _KINDS = {"attn": "attn", "attention": "attn", "mlp": "mlp", "ffn": "mlp"}
-_ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+# ASCII digits only (\d also takes other scripts' digits), and at most 9 of them: no layer index is
+# longer, and int() refuses strings of more than 4300 digits with a ValueError of its own
+_ITEM = re.compile(r"^\s*([0-9]{1,9})\s*(?:-\s*([0-9]{1,9})\s*)?$")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def parse_skip_spec(text: str) -> SkipSet:
     if not isinstance(text, str):
         raise InvalidArgumentError(f"skip spec must be a string, got {type(text).__name__}")
     text = text.strip()
+    shown = repr(text) if len(text) <= 80 else repr(text[:77] + "...")
     if text.lower() in ("", "none"):
         return SkipSet()
     groups: dict[str, set[int]] = {"attn": set(), "mlp": set()}
@@ -85,14 +88,15 @@ def parse_skip_spec(text: str) -> SkipSet:
         kind, sep, items = group.partition(":")
         key = _KINDS.get(kind.strip().lower())
         if not sep or key is None:
-            raise InvalidArgumentError(f"malformed skip spec {text!r}: expected groups like 'attn:3,5' or 'mlp:4-9'")
+            raise InvalidArgumentError(f"malformed skip spec {shown}: expected groups like 'attn:3,5' or 'mlp:4-9'")
         for item in items.split(","):
             m = _ITEM.match(item)
             if not m:
-                raise InvalidArgumentError(f"malformed skip spec {text!r}: {item.strip()!r} is not a layer or range")
+                raise InvalidArgumentError(f"malformed skip spec {shown}: {item.strip()[:40]!r} is not a layer "
+                                           "or range")
             lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
             if hi < lo or hi - lo > 4096:
-                raise InvalidArgumentError(f"malformed skip spec {text!r}: bad range {item.strip()!r}")
+                raise InvalidArgumentError(f"malformed skip spec {shown}: bad range {item.strip()!r}")
             groups[key].update(range(lo, hi + 1))
     return SkipSet.of(groups["attn"], groups["mlp"])
 
