@@ -29,10 +29,13 @@ def model_id(model: str | None, path: Path) -> str:
               help="Largest request body in bytes; larger is answered 413.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Seconds one generation may run before it ends with finish_reason 'length'; 0: no limit.")
+@click.option("--client-timeout", "client_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds a client may take to send a request's headers (else the "
+                                      "connection is closed) and its body (else a 408).")
 @sampling_options
 @engine_options
-def serve(model, host, port, queue_size, max_body, timeout_s, n_predict, temperature, top_k, top_p, seed, mode,
-          skip, draft_max, n_threads, n_ctx, n_gpu_layers) -> None:
+def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, n_predict, temperature, top_k, top_p,
+          seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
@@ -59,9 +62,11 @@ def serve(model, host, port, queue_size, max_body, timeout_s, n_predict, tempera
                           defaults=Defaults(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
                                             seed=seed, mode=mode),
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
+                          client_timeout_s=client_timeout_s,
                           engine_kwargs=dict(skip=skip, draft_max=draft_max))
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"edgessd: serving {config.model_id} on http://{shown}:{sock.getsockname()[1]}/v1 "
                f"(queue {queue_size}, threads {eng.ctx.n_threads}, ctx {eng.ctx.n_ctx}); Ctrl-C stops")
-    run(create_app(eng, config), sock)  # the engine is left to the process exit: a cut-short generation may hold it
+    # the engine is left to the process exit: a cut-short generation may hold it
+    run(create_app(eng, config), sock, client_timeout_s=client_timeout_s)

@@ -39,6 +39,7 @@ class ServerConfig:
     queue_size: int = 16                # requests that may wait behind the running one; more get 503
     max_body: int = 1 << 20             # bytes; a larger request body is a 413
     timeout_s: float | None = 300.0     # the longest one generation runs; None: no limit
+    client_timeout_s: float | None = 30.0  # the longest a client may take to send its body (then 408)
     engine_kwargs: dict = field(default_factory=dict)  # skip, draft_max: the same for every request
 
 
@@ -88,7 +89,7 @@ class Api:
         return await self._generate(request, "completion")
 
     async def _generate(self, request: Request, kind: str) -> Response:
-        body = parse_json(await read_body(request, self.config.max_body))
+        body = parse_json(await read_body(request, self.config.max_body, self.config.client_timeout_s))
         req = parse_request(body, kind, self.config.defaults, n_ctx=self.engine.ctx.n_ctx)
         job = Job(prompt=req.prompt, params={**req.engine_kwargs(), **self.config.engine_kwargs}, stops=req.stop,
                   loop=asyncio.get_running_loop())
@@ -116,18 +117,27 @@ class Api:
                 job.abandon()  # a no-op for a finished job; stops one whose client left or failed
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
     """The request body, refused with a 413 as soon as it is known to exceed ``limit`` bytes
-    (from Content-Length before reading any of it, else while reading)."""
+    (from Content-Length before reading any of it, else while reading), and with a 408 if it
+    has not all arrived ``timeout_s`` seconds after the headers (a stalled or trickling client)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large(limit)
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise too_large(limit)
-    return bytes(data)
+
+    async def read() -> bytes:
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise too_large(limit)
+        return bytes(data)
+
+    try:
+        return await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s",
+                       code="request_timeout") from None
 
 
 def too_large(limit: int) -> ApiError:
@@ -198,7 +208,7 @@ class EventStream(StreamingResponse):
 # -- errors as JSON ---------------------------------------------------------------------------------
 async def api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    headers = {"Connection": "close"} if exc.status == 413 else None  # the rest of the body stays unread
+    headers = {"Connection": "close"} if exc.status in (408, 413) else None  # the rest of the body stays unread
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 

@@ -14,6 +14,7 @@ import queue
 import threading
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,8 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    on_abandon: Callable[[Job], None] | None = None  # the worker's: give back a waiting job's queue slot
+    holds_slot: bool = False  # counted in the worker's queue bound (changed under the worker's lock)
 
     def emit(self, kind: str, value: Any = None) -> None:
         """Hand an event to the async side (called on the worker thread)."""
@@ -56,9 +59,12 @@ class Job:
         return await self.events.get()
 
     def abandon(self) -> None:
-        """The client went away (called on the event loop): stop generating, stop waiting."""
+        """The client went away (called on the event loop): stop generating, stop waiting, and
+        if the job is still waiting, free its place in the queue at once."""
         self.cancel.set()
         self.events.put_nowait(Event("gone"))
+        if self.on_abandon is not None:
+            self.on_abandon(self)
 
     def expire(self) -> None:
         """The server's time limit for one generation ran out (called on a timer thread)."""
@@ -117,7 +123,19 @@ class Worker:
                 self.counts["rejected"] += 1
                 raise QueueFull(self.queue_size)
             self._admitted += 1
+            job.holds_slot = True
+        job.on_abandon = self._release_waiting
         self._jobs.put(job)
+
+    def _release_waiting(self, job: Job) -> None:
+        """A waiting job's client left: give its slot back now, not when the worker reaches it
+        (a queue full of abandoned jobs would refuse live clients with 503 meanwhile). A running
+        job keeps its slot until it stops; a finished one has none."""
+        with self._lock:
+            if job.holds_slot and job is not self._running:
+                job.holds_slot = False
+                self._admitted -= 1
+                self.counts["cancelled"] += 1
 
     def depth(self) -> dict:
         """``{"running": 0|1, "waiting": n, "size": queue_size}``."""
@@ -128,18 +146,21 @@ class Worker:
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
             with self._lock:
+                if not job.holds_slot:  # its client left while it waited; its slot is already free
+                    continue
                 self._running = job
             try:
                 if self._stopping.is_set():
                     job.emit("error", ApiError(503, "the server is shutting down", type="server_error",
                                                code="shutting_down"))
-                elif job.cancel.is_set():  # its client left while it waited
+                elif job.cancel.is_set():  # cancelled while it waited, by other means than abandon()
                     self.counts["cancelled"] += 1
                 else:
                     self._run(job)
             finally:
                 with self._lock:
                     self._running = None
+                    job.holds_slot = False
                     self._admitted -= 1
 
     def _run(self, job: Job) -> None:
