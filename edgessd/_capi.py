@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sys
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,38 @@ def _init_backend() -> None:
     C.llama_backend_init()
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send what C code writes straight to file descriptor 2 to /dev/null for the block
+    (unless EDGESSD_VERBOSE is set). Only around model loading, before any other thread runs."""
+    if os.environ.get("EDGESSD_VERBOSE", "") not in ("", "0"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def registry_verified(path: Path) -> bool:
+    """True if the registry's stamp beside ``path`` records a sha256 check at its current size
+    and mtime (see registry.is_verified); reads the stamp only, never hashes."""
+    import json
+
+    try:
+        st = path.stat()
+        stamp = json.loads(path.with_name(path.name + ".verified.json").read_text())
+        return stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
+
+
 def check_gguf_header(path: Path) -> None:
     """ModelError unless ``path`` exists and starts with the GGUF magic."""
     try:
@@ -129,13 +162,19 @@ class Model:
         skip = skip_api()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
-        ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
+        # GGUF has no checksums: llama.cpp's tensor check (NaN/Inf in the weights, bad quant
+        # scales) is the only way to catch damaged weights in a file given by path. A registry
+        # model whose sha256 was verified at this size and mtime needs no second look.
+        params.check_tensors = not registry_verified(self.path)
+        with _quiet_stderr():  # the tensor check prints each bad block to stderr itself
+            ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
         if not ptr:
-            raise ModelError(f"llama.cpp could not load {self.path}: the file is truncated or corrupt, "
-                             "or its architecture is unknown to this llama.cpp")
+            raise ModelError(f"llama.cpp could not load {self.path}: the file is truncated or corrupt (its header "
+                             "or its tensor data), or its architecture is unknown to this llama.cpp")
         self.ptr = ptr
         self._free = weakref.finalize(self, C.llama_model_free, ptr)
         self.vocab = C.llama_model_get_vocab(ptr)
+        self.has_vocab: bool = C.llama_vocab_type(self.vocab) != C.LLAMA_VOCAB_TYPE_NONE
         self.n_vocab: int = C.llama_vocab_n_tokens(self.vocab)
         self.n_layer: int = C.llama_model_n_layer(ptr)
         self.n_embd: int = C.llama_model_n_embd(ptr)
@@ -155,6 +194,9 @@ class Model:
         return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        if not self.has_vocab:  # llama.cpp would abort the process
+            raise ModelError(f"{self.path.name} has no tokenizer (its vocabulary type is 'none'), so it cannot "
+                             "read text")
         data = text.encode("utf-8")
         cap = len(data) + 8
         for _ in range(2):
