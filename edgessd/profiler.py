@@ -19,6 +19,10 @@ far less noisy than timing 2L single-sublayer skips one by one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -109,23 +113,30 @@ def profile_path(model_sha256: str, n_threads: int) -> Path:
 
 
 def load_profile(path: Path, *, model_sha256: str | None = None, fingerprint: dict | None = None) -> Profile:
-    """Load and validate a profile; ProfileError says why it cannot be used."""
-    import json
+    """Load and validate a profile; ProfileError says why it cannot be used.
 
+    A file written by :func:`save_profile` carries the sha256 of its content, so damage
+    that still parses (a changed digit) is caught too; a profile from before the checksum
+    is checked field by field only.
+    """
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfileError(f"no profile at {path}") from None
-    except (OSError, ValueError) as e:
-        raise ProfileError(f"profile {path} is unreadable: {e}") from e
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ProfileError(f"profile {path} has schema {data.get('schema') if isinstance(data, dict) else '?'}, "
-                           f"expected {SCHEMA}")
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
+        raise ProfileError(f"profile {path} is unreadable: {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile {path} is not a profile (a JSON {type(data).__name__}, not an object)")
+    if data.get("schema") != SCHEMA or type(data.get("schema")) is not int:
+        raise ProfileError(f"profile {path} has schema {data.get('schema')!r}, expected {SCHEMA}")
+    stored = data.pop("sha256", None)
+    if stored is not None and stored != content_sha256(data):
+        raise ProfileError(f"profile {path} is corrupt: its content does not match its checksum")
     try:
         prof = Profile(**data)
         _validate(prof)
-    except (TypeError, ValueError, KeyError, IndexError) as e:
-        raise ProfileError(f"profile {path} is malformed: {e}") from e
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
+        raise ProfileError(f"profile {path} is malformed: {str(e)[:200]}") from None
     if model_sha256 is not None and prof.model_sha256 != model_sha256:
         raise ProfileError(f"profile {path} belongs to another model")
     if fingerprint is not None and prof.device != fingerprint:
@@ -133,22 +144,55 @@ def load_profile(path: Path, *, model_sha256: str | None = None, fingerprint: di
     return prof
 
 
+def content_sha256(data: dict) -> str:
+    """The sha256 of a profile's fields, as canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def save_profile(prof: Profile, path: Path) -> None:
+    """Write ``prof`` atomically, with the checksum :func:`load_profile` verifies."""
+    data = prof.to_json()
+    write_json_atomic(path, {**data, "sha256": content_sha256(data)})
+
+
+def _numbers(values, *, low: float = 0.0, high: float = 1e12, strict: bool = False) -> bool:
+    """True if ``values`` is a list of real numbers (not booleans) in [low, high], low excluded if
+    ``strict``. The default bound (1e12 ms, 30 years) keeps integers in float64's exact range."""
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        and (v > low if strict else v >= low) and v <= high for v in values)
+
+
 def _validate(p: Profile) -> None:
+    """ValueError unless every field has the type and range the planner relies on."""
+    if not isinstance(p.model_sha256, str) or not isinstance(p.model_name, str) or not isinstance(p.device, dict):
+        raise ValueError("model_sha256, model_name or device has the wrong type")
+    if not isinstance(p.n_layer, int) or isinstance(p.n_layer, bool) or p.n_layer <= 0:
+        raise ValueError("bad layer count")
+    if not isinstance(p.ctx, list) or not p.ctx or not all(type(c) is int and 0 < c < 1 << 40 for c in p.ctx) \
+            or any(a >= b for a, b in zip(p.ctx, p.ctx[1:])):
+        raise ValueError("context lengths must be increasing positive integers")
     n = len(p.ctx)
-    if n == 0 or any(len(x) != n for x in (p.t1_ms, p.attn_ms, p.mlp_ms, p.base_ms, p.verify_ms)):
+    if not isinstance(p.verify_ms, list) or any(not isinstance(x, list) or len(x) != n
+                                                for x in (p.t1_ms, p.attn_ms, p.mlp_ms, p.base_ms, p.verify_ms)):
         raise ValueError("per-context lists differ in length")
-    if len({len(row) for row in p.verify_ms}) != 1 or p.k_max < 2:
+    if not all(isinstance(row, list) for row in p.verify_ms) or len({len(row) for row in p.verify_ms}) != 1 \
+            or p.k_max < 2:
         raise ValueError("verify_ms rows differ in length")
-    vals = [*p.t1_ms, *p.base_ms, *(v for row in p.verify_ms for v in row)]
-    if not all(isinstance(v, (int, float)) and np.isfinite(v) and v > 0 for v in vals):
+    if not all(_numbers(x, strict=True) for x in (p.t1_ms, p.base_ms, *p.verify_ms)):
         raise ValueError("timings must be positive numbers")
-    if sorted(p.ctx) != p.ctx or p.n_layer <= 0:
-        raise ValueError("bad context lengths or layer count")
+    if not _numbers(p.attn_ms) or not _numbers(p.mlp_ms) or not _numbers([p.rebuild_ms, p.seconds]):
+        raise ValueError("sublayer costs, rebuild_ms and seconds must be numbers >= 0")
     if len(p.match_attn) != p.n_layer or len(p.match_mlp) != p.n_layer:
         raise ValueError("matchness lists do not match the layer count")
-    if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in [*p.match_attn, *p.match_mlp]):
+    if not _numbers(p.match_attn, high=1.0) or not _numbers(p.match_mlp, high=1.0):
         raise ValueError("matchness values must lie in [0, 1]")
-    float(p.attn_fit["a"]), float(p.attn_fit["b"]), float(p.mlp_fit["mean"])
+    if not isinstance(p.attn_fit, dict) or not isinstance(p.mlp_fit, dict):
+        raise ValueError("attn_fit and mlp_fit must be objects")
+    fits = [p.attn_fit.get("a"), p.attn_fit.get("b"), p.attn_fit.get("rmse_ms"), p.mlp_fit.get("mean"),
+            p.mlp_fit.get("rmse_ms")]
+    if not _numbers(fits, low=-1e12):
+        raise ValueError("attn_fit needs numbers a, b, rmse_ms and mlp_fit numbers mean, rmse_ms")
 
 
 def _min_ms(fn: Callable[[], None], reps: int) -> float:
@@ -182,7 +226,8 @@ def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 
     """Run the measurements; returns the fields of a Profile that depend on timing."""
     L = model.n_layer
     rng = np.random.default_rng(0)
-    filler = [int(t) for t in rng.integers(100, min(model.n_vocab, 20000), max(ctx_lengths) + k_max + 1)]
+    low = min(100, model.n_vocab // 2)  # past the special tokens of a real vocabulary
+    filler = [int(t) for t in rng.integers(low, max(low + 1, min(model.n_vocab, 20000)), max(ctx_lengths) + k_max + 1)]
     tok = filler[-1]
     all_attn = np.full(L, SKIP_ATTN, np.uint8)
     all_mlp = np.full(L, SKIP_FFN, np.uint8)
@@ -224,7 +269,7 @@ def measure(model: Model, ctx: Context, *, ctx_lengths: list[int], k_max: int = 
     a_mask = model.skip_flags()
     a_mask[L // 2] = SKIP_FFN
     b_mask = model.skip_flags()
-    b_mask[L // 2 + 1] = SKIP_FFN
+    b_mask[(L // 2 + 1) % L] = SKIP_FFN  # another layer (wraps on a 2-layer model)
     ctx.decode(filler[:16], 0)
 
     def alternate():
@@ -283,8 +328,9 @@ def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_le
     if not force:
         try:
             return load_profile(path, model_sha256=sha, fingerprint=fp), path, False
-        except ProfileError:
-            pass
+        except ProfileError as e:
+            if path.exists():  # damaged, or another schema: say so, then measure again over it
+                print(f"edgessd: ignoring the cached profile ({e}); measuring again", file=sys.stderr, flush=True)
     lengths = ctx_lengths or [64, n_ctx // 4, n_ctx // 2]
     lengths = sorted({min(max(8, n), n_ctx - k_max - 2) for n in lengths})
     t0 = time.perf_counter()
@@ -302,7 +348,7 @@ def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_le
                    n_layer=model.n_layer, ctx=lengths, attn_fit=attn_fit, mlp_fit=mlp_fit,
                    match_attn=[float(v) for v in m_attn], match_mlp=[float(v) for v in m_mlp],
                    seconds=time.perf_counter() - t0, **m)
-    write_json_atomic(path, prof.to_json())
+    save_profile(prof, path)
     return prof, path, True
 
 
