@@ -66,6 +66,8 @@ def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbos
     from ..chat import HELP, ChatSession, ChatSettings
     from ..engine import Engine
 
+    if seed is not None and seed < 0:
+        seed = None  # llama.cpp's convention: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
     settings = ChatSettings(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
                             seed=seed, mode=mode)

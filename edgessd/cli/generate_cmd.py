@@ -30,6 +30,8 @@ def generate(model, prompt, chat, as_json, n_predict, temperature, top_k, top_p,
 
     if prompt == "-":
         prompt = sys.stdin.read()
+    if seed is not None and seed < 0:
+        seed = None  # llama.cpp's convention, as in `edgessd serve`: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
     request = [{"role": "user", "content": prompt}] if chat else prompt
     kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

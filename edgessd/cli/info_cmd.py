@@ -88,8 +88,8 @@ def gguf_facts(path: Path) -> dict:
             qtype = gguf.GGMLQuantizationType(ggml_type)
             block, size = gguf.GGML_QUANT_SIZES[qtype]
             by_type[qtype.name] += n // block * size
-    except (ValueError, KeyError, struct.error, OSError) as e:
-        raise ModelError(f"cannot read the GGUF header of {path}: {e}") from e
+    except (ValueError, KeyError, struct.error, OSError, OverflowError) as e:  # Overflow: a count of 2**62
+        raise ModelError(f"cannot read the GGUF header of {path}: it is truncated or corrupt ({str(e)[:120]})") from e
     arch = meta.get("general.architecture") or "unknown"
     file_type = meta.get("general.file_type")
     try:
