@@ -150,12 +150,12 @@ def pull(name: str, *, force: bool = False) -> Path:
     s = spec(name)
     target = model_path(name)
     with file_lock(models_dir() / f".{name}.lock"):
+        _remove_leftovers(name)
         if not force and is_verified(s, target):
             return target
         if target.exists():
             print(f"edgessd: cached {target.name} is missing, truncated or corrupt; fetching it again",
                   file=sys.stderr)
-        _remove_leftovers(name)
         with tempfile.TemporaryDirectory(prefix=f".pull-{name}.", dir=models_dir()) as tmp, \
                 atomic_path(target) as out:
             with open(out, "wb") as f:
