@@ -38,10 +38,10 @@ def chat(text: str) -> list[dict]:
 
 
 def tier_sets(index, tier: int | None) -> tuple[int, dict[str, DomainSet]]:
-    """Each calibrated domain's best set with ``tier`` skipped sublayers (default: the middle size)."""
+    """Each calibrated domain's best set with ``tier`` skipped sublayers (default: the smallest size)."""
     cal = {d: s for d, s in index.domains.items() if d not in index.learned}
     sizes = sorted({x.skip.n_skipped for sets in cal.values() for x in sets})
-    tier = tier if tier is not None else sizes[len(sizes) // 2]
+    tier = tier if tier is not None else sizes[0]
     out = {}
     for d, sets in cal.items():
         at = [x for x in sets if x.skip.n_skipped == tier]
@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--tier", type=int, default=None, help="skipped sublayers of the compared sets")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stream-per-domain", type=int, default=16, help="evaluation prompts per domain in section 2")
+    ap.add_argument("--ood", type=int, default=24, help="out-of-domain prompts in section 3")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     ns = ap.parse_args()
@@ -121,26 +123,27 @@ def main() -> None:
 
     # 2. mixed stream -------------------------------------------------------------------------------
     tier, sets = tier_sets(index, ns.tier)
-    order = np.random.default_rng(ns.seed).permutation(len(ev))
+    keep = [i for c in cats for i in [j for j, p in enumerate(ev) if p.category == c][:ns.stream_per_domain]]
+    order = np.random.default_rng(ns.seed).permutation(keep)
     table = np.zeros((len(ev), len(sets), 2))  # [prompt, set] -> (accepted, cycles)
     names = list(sets)
     t0 = time.perf_counter()
     for i in order:
         for j, d in enumerate(names):
             table[i, j] = accepted(eng, ev[i].first, sets[d], ns.n)
-    out(f"\n## 2. Mixed-domain stream ({len(ev)} prompts, seed {ns.seed}, -n {ns.n}, sets with {tier} of "
+    out(f"\n## 2. Mixed-domain stream ({len(keep)} prompts, seed {ns.seed}, -n {ns.n}, sets with {tier} of "
         f"{2 * eng.model.n_layer} sublayers skipped, d = {sets[names[0]].draft_len}; {time.perf_counter() - t0:.0f} s)")
     ma = lambda rows, cols: table[rows, cols, 0].sum() / max(table[rows, cols, 1].sum(), 1)  # noqa: E731
     knn_col = np.array([names.index(r.domain) if r.domain in names else 0 for r in routes])
     own_col = np.array([names.index(p.category) for p in ev])
-    static_all = {d: ma(np.arange(len(ev)), np.full(len(ev), j)) for j, d in enumerate(names)}
+    static_all = {d: ma(np.array(keep), np.full(len(keep), j)) for j, d in enumerate(names)}
     best_static = max(static_all, key=static_all.__getitem__)
     out(f"best single static set: {best_static}'s ({sets[best_static].skip.spec()})")
     out("| domain | KNN | oracle | best static | KNN/oracle | KNN/static |")
     out("|---|---|---|---|---|---|")
     rows_report = {}
     for c in cats + ["all"]:
-        rows = np.arange(len(ev)) if c == "all" else np.array([i for i, p in enumerate(ev) if p.category == c])
+        rows = np.array(keep) if c == "all" else np.array([i for i in keep if ev[i].category == c])
         k, o = ma(rows, knn_col[rows]), ma(rows, own_col[rows])
         s = ma(rows, np.full(len(rows), names.index(best_static)))
         rows_report[c] = {"knn": k, "oracle": o, "static": s}
@@ -152,7 +155,7 @@ def main() -> None:
                         "static_all": static_all, "best_static": best_static}
 
     # 3. out of domain ------------------------------------------------------------------------------
-    ood = load_prompts(bundled("domains-ood"))
+    ood = load_prompts(bundled("domains-ood"))[:ns.ood]
     near_acc = near_cyc = found_acc = found_cyc = flagged = changed = 0
     for p in ood:
         toks = eng.tokenize(chat(p.first))

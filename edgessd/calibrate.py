@@ -9,7 +9,9 @@ For each domain of a Spec-Bench JSONL file:
    in the style of SWIFT. Each candidate is scored cheaply by block matchness over the
    references: the draft's argmax under the mask, teacher-forced from the full model's cache.
 3. Re-score the best few of each size by *real* acceptance: speculative decoding with the
-   set, counting accepted drafts per cycle. Keep them, best first, with what was measured.
+   set, counting accepted drafts per cycle. Then every domain also tries the other
+   domains' best sets of the same size (a search on a few prompts is noisy). Keep the
+   best per size, with what was measured.
 4. Features of every calibration prompt (features.py) -> K-means anchors per domain.
    A held-out quarter of each domain sets the out-of-domain threshold: the largest
    nearest-anchor distance among in-domain prompts the anchors did not see.
@@ -32,7 +34,7 @@ from .skipset import SkipSet
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    sizes: tuple[float, ...] = (0.25, 0.45)  # shares of the 2L sublayers to skip
+    sizes: tuple[float, ...] = (0.15, 0.3)  # shares of the 2L sublayers to skip
     n_search: int = 4         # prompts per domain that score candidates
     n_tokens: int = 24        # tokens generated per reference / acceptance run
     candidates: int = 8       # sets scored by block matchness, per size
@@ -165,6 +167,29 @@ def search_domain(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, rn
     return sets, {"matchness": log}
 
 
+def cross_score(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str, list[DomainSet]],
+                cfg: CalibrationConfig, tick: Callable[[], None]) -> None:
+    """Give each domain, at each size, the best of *every* domain's set at that size, by real
+    acceptance on its own prompts. A search on a few prompts is noisy; this way a domain's
+    set is never worse, on its calibration prompts, than a set another domain found."""
+    sizes = sorted({s.skip.n_skipped for sets in domains.values() for s in sets})
+    for n in sizes:
+        pool = {s.skip: s for sets in domains.values() for s in sets if s.skip.n_skipped == n}
+        for dom, prs in groups.items():
+            mine = next((s for s in domains[dom] if s.skip.n_skipped == n), None)
+            best = mine
+            for skip in pool:
+                if mine is not None and skip == mine.skip:
+                    continue
+                cand = real_acceptance(eng, prs[:cfg.n_search], skip, cfg.n_tokens, cfg.draft_len)
+                tick()
+                if best is None or cand.mean_accepted > best.mean_accepted:
+                    best = cand
+            if best is not mine:
+                domains[dom] = sorted([s for s in domains[dom] if s.skip.n_skipped != n] + [best],
+                                      key=lambda ds: -ds.mean_accepted)
+
+
 def prompt_features(eng: Engine, prompts: list[Prompt], spec: FeatureSpec) -> np.ndarray:
     return np.stack([eng.prompt_feature([{"role": "user", "content": pr.first}], spec) for pr in prompts])
 
@@ -202,11 +227,13 @@ def calibrate(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, *, mod
     groups = by_category(prompts)
     rng = np.random.default_rng(cfg.seed)
     steps_per_domain = len(cfg.sizes) * (cfg.candidates + cfg.finalists)
-    progress("search", steps_per_domain * len(groups) + len(prompts))
+    n_cross = len(cfg.sizes) * len(groups) * max(len(groups) - 1, 0)
+    progress("search", steps_per_domain * len(groups) + n_cross + len(prompts))
     domains: dict[str, list[DomainSet]] = {}
     logs = {}
     for dom, prs in groups.items():
         domains[dom], logs[dom] = search_domain(eng, prs, cfg, rng, planner_order, tick)
+    cross_score(eng, groups, domains, cfg, tick)
     feats = {}
     for dom, prs in groups.items():
         feats[dom] = prompt_features(eng, prs, cfg.feature)

@@ -23,7 +23,7 @@ from .options import model_argument
               help="Prompts per domain that score candidate sets.")
 @click.option("--candidates", type=click.IntRange(2, 1000), default=8, show_default=True,
               help="Candidate sets per size scored by matchness.")
-@click.option("--sizes", default="0.25,0.45", show_default=True,
+@click.option("--sizes", default="0.15,0.3", show_default=True,
               help="Shares of the 2L sublayers to skip, one search each.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def calibrate(model, prompts_file, domains, out_dir, n_threads, n_tokens, search_prompts, candidates, sizes,
