@@ -34,7 +34,7 @@ from .decode import decode_loop
 from .drafters import Drafter, LayerSkipDrafter, LookupDrafter, NoDrafter
 from .drafters.auto import AutoDrafter
 from .errors import ContextOverflowError, InvalidArgumentError
-from .planner import conservative_cpu_cost, plan_layerskip
+from .planner import conservative_cpu_cost, plan_layerskip, predicted_speedup
 from .sampling import SamplerParams
 from .skipset import SkipSet, parse_skip_spec
 from .stats import GenerationStats
@@ -181,10 +181,10 @@ class Engine:
             if drafter is not None:
                 mode_run, layer_set = drafter.name, getattr(drafter, "skip", None)
             else:
-                domain_set = None
+                domain_sets = None
                 if skip is None and mode in ("auto", "layerskip") and self.model.skip_supported:
-                    domain, domain_set = self._route(prompt, tokens)
-                drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max, domain_set)
+                    domain, domain_sets = self._route(prompt, tokens)
+                drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max, domain_sets, len(tokens))
             stats = GenerationStats(n_prompt=len(tokens), n_prompt_eval=n_eval, t_prompt_ms=t_prompt)
             history = yield from self._run(tokens, drafter, mode_run, layer_set, domain, n_predict, sampler, cancel,
                                            stats)
@@ -293,9 +293,10 @@ class Engine:
                 self.warn_once(f"index:{where}", f"ignoring the domain index: {e}")
         return None
 
-    def _route(self, prompt: Prompt, tokens: list[int]) -> tuple[str | None, DomainSet | None]:
-        """The domain of the prompt (already prefilled) and its best skip set; (None, None) without
-        an index, or out of domain (the planner then chooses plain or lookup)."""
+    def _route(self, prompt: Prompt, tokens: list[int]) -> tuple[str | None, list[DomainSet] | None]:
+        """The domain of the prompt (already prefilled) and its calibrated sets, best acceptance
+        first; (None, None) without an index, or out of domain (the planner then chooses plain or
+        lookup)."""
         index = self.domain_index()
         self.last_route = None
         if index is None:
@@ -305,7 +306,7 @@ class Engine:
         self.last_route = route
         if not route.in_domain:
             return f"{route.domain}?", None
-        return route.domain, index.best_set(route.domain)
+        return route.domain, index.domains[route.domain]
 
     def _should_learn(self) -> bool:
         """Whether an online search is worth its cost here: always (on), never (off), or (auto)
@@ -316,16 +317,9 @@ class Engine:
         if index is None or prof is None:
             return False
         from .online import candidate_sets
-        from .planner import expected_tokens
 
         cost = prof.cost_at(len(self._kv))
-        ds = np.arange(1, min(8, len(cost.verify) - 1) + 1)
-        for cand in candidate_sets(index):
-            step = cost.draft_step_ms(cand.skip)
-            rate = expected_tokens(cand.alpha, ds) / (ds * step + cost.verify[ds] + cost.cycle_overhead)
-            if float(rate.max()) * cost.t1 > 1.03:
-                return True
-        return False
+        return any(predicted_speedup(cost, c.alpha, cost.draft_step_ms(c.skip)) > 1.03 for c in candidate_sets(index))
 
     def _learn_online(self, prompt: Prompt, tokens: list[int], history: list[int]) -> None:
         """Search the known sets over what was generated; learn the prompt as an anchor if one
@@ -368,7 +362,7 @@ class Engine:
         return self._profile
 
     def _auto_drafter(self, skip: SkipSet | None, draft_max: int | None,
-                      domain_set: DomainSet | None = None) -> AutoDrafter:
+                      domain_sets: list[DomainSet] | None = None, n_ctx_used: int = 0) -> AutoDrafter:
         prof = self.device_profile()
         if prof is None:
             self.warn_once("profile", f"no device profile for {self.model_path.name} with {self.ctx.n_threads} "
@@ -379,8 +373,10 @@ class Engine:
         layer = None
         alpha = 0.5
         if self.model.skip_supported:
-            if skip is None and domain_set is not None:  # the routed domain's set, as measured
-                skip, alpha = domain_set.skip, domain_set.alpha
+            if skip is None and domain_sets:  # of the routed domain's sets, the one predicted fastest here
+                cost = cost_at(n_ctx_used)
+                best = max(domain_sets, key=lambda s: predicted_speedup(cost, s.alpha, cost.draft_step_ms(s.skip)))
+                skip, alpha = best.skip, best.alpha
             elif skip is None and self._skip_plan is not None:
                 skip, alpha = self._skip_plan.skip, self._skip_plan.alpha
             if skip is not None and not skip.empty:
@@ -388,9 +384,10 @@ class Engine:
         return AutoDrafter(cost_at, layerskip=layer, layerskip_alpha=alpha, d_max=draft_max or 12)
 
     def _drafter(self, mode: str, skip: SkipSet | None, draft_max: int | None,
-                 domain_set: DomainSet | None = None) -> tuple[Drafter, str, SkipSet | None]:
+                 domain_sets: list[DomainSet] | None = None,
+                 n_ctx_used: int = 0) -> tuple[Drafter, str, SkipSet | None]:
         if mode == "auto":
-            return self._auto_drafter(skip, draft_max, domain_set), "auto", skip
+            return self._auto_drafter(skip, draft_max, domain_sets, n_ctx_used), "auto", skip
         if mode == "lookup":
             return LookupDrafter(max_tokens=draft_max or 4), mode, None
         if mode == "layerskip":
@@ -399,7 +396,7 @@ class Engine:
                                        "decoding plainly")
                 return NoDrafter(), "plain", None
             chosen = skip if skip is not None else (
-                domain_set.skip if domain_set is not None else default_skip_set(self.model.n_layer))
+                domain_sets[0].skip if domain_sets else default_skip_set(self.model.n_layer))
             return LayerSkipDrafter(self.ctx, chosen, max_tokens=draft_max or 4), mode, chosen
         return NoDrafter(), "plain", None
 

@@ -71,6 +71,14 @@ def expected_tokens(alpha: np.ndarray | float, d: np.ndarray | int) -> np.ndarra
     return (1.0 - a ** (np.asarray(d) + 1)) / (1.0 - a)
 
 
+def predicted_speedup(cost: CostModel, alpha: float, draft_step_ms: float, d_max: int = 8) -> float:
+    """The best predicted speedup over plain decoding of drafting d = 1..d_max tokens per cycle
+    at ``draft_step_ms`` each with i.i.d. acceptance ``alpha`` (lookup: a step costs 0)."""
+    ds = np.arange(1, max(1, min(d_max, len(cost.verify) - 1)) + 1)
+    rate = expected_tokens(alpha, ds) / (ds * draft_step_ms + cost.verify[ds] + cost.cycle_overhead)
+    return float(rate.max() * cost.t1)
+
+
 def knapsack(saving: np.ndarray, logm: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray]:
     """Best total log-acceptance for every saving level, and the choice table to recover the sets.
 

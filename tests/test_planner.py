@@ -153,3 +153,16 @@ def test_best_draft_len_drafts_long_only_where_acceptance_holds_up():
     coin = AcceptanceTracker(prior=0.5, d_max=8)
     _, speedup = best_draft_len(cpu, coin, 0.0, 8)
     assert speedup < 1.0  # a coin-flip lookup loses on this CPU at every draft length
+
+
+def test_predicted_speedup_trades_draft_cost_against_acceptance():
+    from edgessd.planner import predicted_speedup
+
+    mem = CostModel(t1=10.0, verify=10.0 * (1 + 0.05 * np.arange(17)), attn=np.ones(4), mlp=np.ones(4))
+    cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.77, 2.22, 2.99, 3.77, 4.5, 5.2, 5.9, 6.6]),
+                    attn=np.ones(4), mlp=np.ones(4))
+    # where verification is nearly free, a cheaper draft at lower acceptance can win ...
+    assert predicted_speedup(mem, 0.5, 3.0) > 1.0 > predicted_speedup(mem, 0.6, 6.0)
+    # ... on the compute-bound CPU neither pays, and free lookup drafts pay only when accepted
+    assert predicted_speedup(cpu, 0.6, 3.0) < 1.0 and predicted_speedup(cpu, 0.9, 0.0) > 1.0
+    assert predicted_speedup(cpu, 0.3, 0.0) < 1.0
