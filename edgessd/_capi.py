@@ -269,7 +269,7 @@ class Context:
         self.model = model
         self.ptr = ptr
         self.n_ctx: int = C.llama_n_ctx(ptr)
-        self.n_batch = n_batch
+        self.n_batch = int(C.llama_n_batch(ptr))  # llama.cpp clamps it to n_ctx
         self.n_threads = threads
         self._mem = C.llama_get_memory(ptr)
         self._batch = C.llama_batch_init(n_batch, 0, 1)

@@ -77,6 +77,7 @@ class DomainIndex:
     learned: list[str] = field(default_factory=list)  # learned domains, oldest first
     meta: dict = field(default_factory=dict)          # calibration settings and timings
     _hnsw: object | None = field(default=None, repr=False)
+    _evicted: set = field(default_factory=set, repr=False)  # learned domains this process dropped
 
     # -- queries ----------------------------------------------------------------------------------
     def _index(self):
@@ -94,6 +95,8 @@ class DomainIndex:
     def route(self, feature: np.ndarray, k: int | None = None) -> Route:
         """The domain of the k nearest anchors (votes weighted by similarity)."""
         k = min(k or self.k, len(self.anchors))
+        if np.shape(feature) != (self.dim,):
+            raise IndexFileError(f"the index holds {self.dim}-dim features, got shape {np.shape(feature)}")
         labels, dists = self._index().knn_query(np.asarray(feature, np.float32)[None, :], k=k)
         votes: dict[str, float] = {}
         for lab, dist in zip(labels[0], dists[0]):
@@ -119,14 +122,34 @@ class DomainIndex:
         self.learned.append(name)
         self.anchors = np.vstack([self.anchors, np.asarray(feature, np.float32)[None, :]])
         self.anchor_domains.append(name)
+        self._bound()
+        return name
+
+    def _bound(self) -> None:
+        """Drop the oldest learned anchors beyond MAX_LEARNED."""
         while len(self.learned) > MAX_LEARNED:
             old = self.learned.pop(0)
+            self._evicted.add(old)
             keep = [i for i, d in enumerate(self.anchor_domains) if d != old]
             self.anchors = self.anchors[keep]
             self.anchor_domains = [self.anchor_domains[i] for i in keep]
             del self.domains[old]
         self._hnsw = None
-        return name
+
+    def _merge_learned(self, other: DomainIndex) -> None:
+        """Take the anchors another process learned and saved (same model and feature), oldest first."""
+        if other.dim != self.dim or other.feature != self.feature:
+            return
+        for name in other.learned:
+            if name in self.domains or name in self._evicted:
+                continue
+            rows = [i for i, d in enumerate(other.anchor_domains) if d == name]
+            self.anchors = np.vstack([self.anchors, other.anchors[rows]])
+            self.anchor_domains += [name] * len(rows)
+            self.domains[name] = other.domains[name]
+            self.learned.append(name)
+        self.learned.sort(key=lambda n: n.split("-")[1] if n.count("-") >= 2 else n)
+        self._bound()
 
     # -- files ------------------------------------------------------------------------------------
     def sidecar(self, index_file: str, index_sha256: str) -> dict:
@@ -142,6 +165,9 @@ class DomainIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with file_lock(directory / ".lock"):
+            if (directory / SIDECAR).exists():  # another process may have learned anchors meanwhile
+                with contextlib.suppress(IndexFileError):
+                    self._merge_learned(_load_unlocked(directory, self.model_sha256))
             with atomic_path(directory / "anchors.tmp.bin") as tmp:
                 self._index().save_index(str(tmp))
                 sha = sha256_file(tmp)
@@ -169,8 +195,21 @@ def _need(d: dict, key: str, kind: type | tuple[type, ...], where: Path):
 
 
 def load_index(directory: Path, *, model_sha256: str | None = None) -> DomainIndex:
-    """Read and check an index directory; IndexFileError says what is wrong with it."""
+    """Read and check an index directory; IndexFileError says what is wrong with it.
+
+    Reads under the directory's lock, so a concurrent save is never seen half done.
+    """
     directory = Path(directory)
+    if not (directory / SIDECAR).exists():
+        raise IndexFileError(f"no domain index at {directory}")
+    try:
+        with file_lock(directory / ".lock"):
+            return _load_unlocked(directory, model_sha256)
+    except PermissionError:  # a read-only install (the shipped index): nobody saves there
+        return _load_unlocked(directory, model_sha256)
+
+
+def _load_unlocked(directory: Path, model_sha256: str | None) -> DomainIndex:
     side = directory / SIDECAR
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
@@ -199,7 +238,7 @@ def load_index(directory: Path, *, model_sha256: str | None = None) -> DomainInd
         raise IndexFileError(f"{side}: dim, k, ood_distance or anchors out of range")
     try:
         domains = {str(dn): [DomainSet.from_json(s) for s in sets] for dn, sets in raw_domains.items()}
-    except (KeyError, TypeError, ValueError, AttributeError, EdgessdError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, EdgessdError) as e:
         raise IndexFileError(f"{side}: bad domain entry ({e})") from None
     if any(not isinstance(n, str) or n not in domains or not domains[n] for n in names + learned):
         raise IndexFileError(f"{side}: an anchor names a domain with no skip set")
@@ -207,8 +246,12 @@ def load_index(directory: Path, *, model_sha256: str | None = None) -> DomainInd
     if "/" in bin_name or "\\" in bin_name or not bin_name.startswith("anchors-"):
         raise IndexFileError(f"{side}: bad index_file {bin_name!r}")
     path = directory / bin_name
-    if not path.exists() or sha256_file(path) != data.get("index_sha256"):
-        raise IndexFileError(f"{path}: missing or does not match its checksum")
+    try:
+        if sha256_file(path) != data.get("index_sha256"):
+            raise IndexFileError(f"{path}: does not match its checksum")
+        check_hnsw_header(path, dim, len(names))
+    except OSError as e:
+        raise IndexFileError(f"{path}: unreadable ({e.strerror or e})") from None
     import hnswlib
 
     idx = hnswlib.Index(space="cosine", dim=dim)
@@ -223,6 +266,29 @@ def load_index(directory: Path, *, model_sha256: str | None = None) -> DomainInd
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     return DomainIndex(sha, feature, dim, anchors, [str(n) for n in names], domains, float(ood), k,
                        [str(n) for n in learned], meta, idx)
+
+
+def check_hnsw_header(path: Path, dim: int, count: int) -> None:
+    """IndexFileError unless hnswlib's file holds ``count`` vectors of ``dim`` floats.
+
+    hnswlib trusts the dim it is given and would read past its buffers otherwise. Its
+    header starts with six size_t: offsetLevel0, max_elements, cur_element_count,
+    size_data_per_element, label_offset, offsetData; a vector is label_offset - offsetData bytes.
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(48)
+        size = f.seek(0, 2)
+    if len(head) < 48:
+        raise IndexFileError(f"{path}: too short for an hnswlib index")
+    off0, _max, cur, per, label_off, data_off = struct.unpack("<6Q", head)
+    if cur != count:
+        raise IndexFileError(f"{path}: holds {cur} anchors, the sidecar names {count}")
+    if label_off - data_off != 4 * dim:
+        raise IndexFileError(f"{path}: holds {(label_off - data_off) // 4}-dim vectors, the sidecar says {dim}")
+    if off0 + cur * per > size:
+        raise IndexFileError(f"{path}: truncated")
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iters: int = 50) -> np.ndarray:

@@ -88,6 +88,10 @@ class Engine:
         if learn not in ("auto", "on", "off"):
             raise InvalidArgumentError(f"learn must be auto, on or off, got {learn!r}")
         self.learn = learn  # learn anchors for out-of-domain prompts: auto = where layer skip can pay
+        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_gpu_layers", n_gpu_layers),
+                            ("n_threads", 1 if n_threads is None else n_threads)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
         if n_threads is not None and n_threads <= 0:
             raise InvalidArgumentError(f"threads must be positive, got {n_threads}")
         self.model_path: Path = registry.resolve(model)
@@ -116,6 +120,7 @@ class Engine:
     # -- prompts ----------------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
         """A chat (list of {"role", "content"}) rendered with the GGUF's template; a str as is."""
+        check_prompt(prompt)
         if isinstance(prompt, str):
             return prompt
         text = self.model.apply_chat_template(list(prompt))
@@ -156,10 +161,14 @@ class Engine:
         (default 4). cancel: set it to stop after the current cycle. drafter: your own
         Drafter (propose/observe) instead of the mode's; it must leave the KV cache as it found it.
         """
-        if not isinstance(n_predict, int) or n_predict < 0:
+        if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < 0:
             raise InvalidArgumentError(f"n_predict must be an integer >= 0, got {n_predict!r}")
-        if draft_max is not None and draft_max < 1:
-            raise InvalidArgumentError(f"draft_max must be >= 1, got {draft_max}")
+        if draft_max is not None and (not isinstance(draft_max, int) or isinstance(draft_max, bool) or draft_max < 1):
+            raise InvalidArgumentError(f"draft_max must be an integer >= 1, got {draft_max!r}")
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise InvalidArgumentError(f"cancel must be a threading.Event, got {cancel!r}")
+        if skip is not None and not isinstance(skip, (SkipSet, str)):
+            raise InvalidArgumentError(f"skip must be a SkipSet or a spec such as 'attn:3,5;mlp:4-9', got {skip!r}")
         sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         tokens = self.tokenize(prompt)
         if not tokens:
@@ -301,7 +310,13 @@ class Engine:
         self.last_route = None
         if index is None:
             return None, None
+        if len(tokens) < 2:
+            return None, None  # nothing cached to describe yet
         feat = self._feature(prompt, tokens, index.feature)
+        if feat.shape != (index.dim,):
+            self.warn_once("index-dim", f"ignoring the domain index: it holds {index.dim}-dim features, "
+                                        f"this model and feature spec make {feat.shape[0]}")
+            return None, None
         route = index.route(feat)
         self.last_route = route
         if not route.in_domain:
@@ -350,11 +365,14 @@ class Engine:
         from .profiler import ProfileError, load_profile, profile_path
 
         sha = registry.model_sha256(self.model_path)
+        where = profile_path(sha, self.ctx.n_threads)
         try:
-            self._profile = load_profile(profile_path(sha, self.ctx.n_threads), model_sha256=sha,
-                                         fingerprint=device.fingerprint(self.ctx.n_threads))
-        except ProfileError:
+            self._profile = load_profile(where, model_sha256=sha, fingerprint=device.fingerprint(self.ctx.n_threads))
+        except ProfileError as e:
             self._profile = None
+            if where.exists():
+                self.warn_once("profile", f"ignoring the device profile: {e}; auto assumes a compute-bound CPU "
+                                          "(`edgessd profile --force` measures again)")
         if self._profile is not None and self.model.skip_supported:
             prof = self._profile
             self._skip_plan = plan_layerskip(prof.cost_at(256), np.array(prof.match_attn), np.array(prof.match_mlp))
@@ -408,6 +426,24 @@ def _what_ran(drafter: Drafter, mode: str, layer_set: SkipSet | None) -> tuple[s
         return mode, layer_set
     used = drafter.layerskip.skip if drafter.layerskip is not None and drafter.cycles["layerskip"] else None
     return f"auto→{drafter.summary()}", used
+
+
+def check_prompt(prompt: object) -> None:
+    """InvalidArgumentError unless ``prompt`` is text or a list of {"role": str, "content": str}."""
+    if isinstance(prompt, str):
+        text = [prompt]
+    elif isinstance(prompt, (list, tuple)) and prompt:
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                   for m in prompt):
+            raise InvalidArgumentError('chat messages must be {"role": str, "content": str} objects')
+        text = [m["content"] for m in prompt] + [m["role"] for m in prompt]
+    else:
+        raise InvalidArgumentError(f"the prompt must be text or a non-empty list of chat messages, got {prompt!r:.60}")
+    for t in text:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError("the prompt is not valid Unicode (a lone surrogate)") from None
 
 
 def default_threads() -> int:

@@ -68,10 +68,10 @@ def load_prompts(path: str | Path, *, categories: list[str] | None = None) -> li
         raise PromptFileError(f"cannot read prompt file {p}: {e}") from None
     prompts: list[Prompt] = []
     seen: set[str] = set()
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
         if not line.strip():
             continue
-        pr = parse_prompt_line(line, f"{p}:{i}")
+        pr = parse_prompt_line(line.rstrip("\r"), f"{p}:{i}")
         if pr.question_id in seen:
             raise PromptFileError(f"{p}:{i}: duplicate question_id {pr.question_id!r}")
         seen.add(pr.question_id)

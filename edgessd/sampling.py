@@ -38,6 +38,10 @@ class SamplerParams:
             raise InvalidArgumentError(f"top_k must be an integer >= 0, got {self.top_k!r}")
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise InvalidArgumentError(f"seed must be an integer (negative: random), got {self.seed!r}")
+        if self.seed is not None and self.seed < 0:
+            object.__setattr__(self, "seed", None)  # llama.cpp's -1: a random seed
 
     @property
     def greedy(self) -> bool:

@@ -274,9 +274,6 @@ def test_a_prompt_longer_than_the_context_in_python(eng):
     assert eng.generate("The capital of France is", n_predict=3, mode="plain").text  # the engine goes on
 
 
-@pytest.mark.xfail(strict=True, reason="_capi.Context keeps the requested n_batch while llama.cpp clamps it to the "
-                                       "requested n_ctx and pads n_ctx up to 256: a prompt between the two aborts "
-                                       "the process (GGML_ASSERT n_tokens_all <= n_batch)")
 def test_a_prompt_between_a_small_ctx_size_and_its_padding_is_no_abort(smol_path, tmp_path):
     # -c 300: llama.cpp makes n_ctx 512 and n_batch 300; a 350-token prompt passes the context check
     r = cli("generate", str(smol_path), "-p", "word " * 350, "-n", "2", "-t", "1", "-c", "300", cache_dir=tmp_path)
@@ -331,8 +328,6 @@ def test_a_negative_seed_asks_for_a_random_one_as_in_llama_cpp(smol_path, tmp_pa
     assert json.loads(r.stdout)["stats"]["n_generated"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="Engine._route raises the InvalidArgumentError of _feature ('the prompt is "
-                                       "too short to describe') for a one-token prompt once a domain index exists")
 def test_a_one_token_prompt_works_in_auto_mode_with_a_domain_index(eng):
     assert eng.domain_index() is not None  # the one shipped in models/index/
     assert len(eng.tokenize("Hello")) == 1
@@ -351,24 +346,22 @@ def test_invalid_api_values_are_invalid_argument_errors(eng, kwargs):
         eng.generate(PROMPT, **{"n_predict": 2, "mode": "plain", **kwargs})
 
 
-BAD_TYPES = "Engine.stream/SamplerParams check values but not types; see the report of issue #9"
 
 
 @pytest.mark.parametrize("kwargs", [
-    pytest.param(dict(skip=123, mode="layerskip"), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
-    pytest.param(dict(draft_max="2"), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
-    pytest.param(dict(draft_max=1.5), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
-    pytest.param(dict(n_predict=True), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
-    pytest.param(dict(seed="x"), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
-    pytest.param(dict(seed=1.5), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
-    pytest.param(dict(cancel="stop"), marks=pytest.mark.xfail(strict=True, reason=BAD_TYPES)),
+    dict(skip=123, mode="layerskip"),
+    dict(draft_max="2"),
+    dict(draft_max=1.5),
+    dict(n_predict=True),
+    dict(seed="x"),
+    dict(seed=1.5),
+    dict(cancel="stop"),
 ], ids=lambda kw: ",".join(f"{k}={v!r}" for k, v in kw.items()))
 def test_wrongly_typed_api_values_are_invalid_argument_errors(eng, kwargs):
     with pytest.raises(InvalidArgumentError):
         eng.generate(PROMPT, **{"n_predict": 2, "mode": "plain", **kwargs})
 
 
-@pytest.mark.xfail(strict=True, reason="SamplerParams does not check seed; numpy's default_rng(-1) raises ValueError")
 def test_a_negative_seed_in_python_is_random_or_a_clean_error(eng):
     try:
         r = eng.generate(PROMPT, n_predict=2, mode="plain", temperature=0.7, seed=-1)
@@ -377,8 +370,6 @@ def test_a_negative_seed_in_python_is_random_or_a_clean_error(eng):
     assert len(r.tokens) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="Engine.render passes any prompt to the chat template or tokenizer: "
-                                       "TypeError/KeyError/UnicodeEncodeError instead of InvalidArgumentError")
 @pytest.mark.parametrize("prompt", [None, 123, b"bytes", [], [{"role": "user"}], [{"content": "hi"}],
                                     [{"role": "user", "content": 5}], "lone \ud800 surrogate"],
                          ids=["None", "int", "bytes", "empty-chat", "no-content", "no-role", "int-content",
@@ -395,7 +386,6 @@ def test_invalid_engine_arguments_are_invalid_argument_errors(smol_path, kwargs)
         Engine(smol_path, **{"n_threads": 1, **kwargs})
 
 
-@pytest.mark.xfail(strict=True, reason="Engine.__init__ does not check the types of n_ctx/n_threads: TypeError")
 @pytest.mark.parametrize("kwargs", [dict(n_threads=1.5), dict(n_ctx="2048")], ids=["float-threads", "str-ctx"])
 def test_wrongly_typed_engine_arguments_are_invalid_argument_errors(smol_path, kwargs):
     with pytest.raises(InvalidArgumentError):
@@ -466,8 +456,6 @@ def test_generate_with_a_corrupt_cached_profile_still_works(smol_path, cache):
     assert where.read_bytes().startswith(b'{"schema": 1, "t1_ms": [3.2, \x00')  # generate never rewrites it
 
 
-@pytest.mark.xfail(strict=True, reason="Engine.device_profile swallows the ProfileError: the only warning is "
-                                       "'no device profile ...', which hides that a damaged one was ignored")
 def test_the_warning_for_a_corrupt_profile_says_it_was_ignored(smol_path, cache):
     sha = registry.model_sha256(smol_path)
     where = profile_path(sha, 1)
@@ -577,9 +565,6 @@ def test_generate_with_a_damaged_cached_index_still_works_and_warns(index_templa
         assert len(warnings) == 1 and str(d) in warnings[0], (damage, r.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="the sidecar has no checksum and neither DomainIndex.route nor Engine._route "
-                                       "checks the feature's length against the index's dim: hnswlib reads past "
-                                       "the feature (heap corruption, SIGABRT)")
 def test_an_index_whose_feature_spec_disagrees_with_its_dim_is_ignored(index_template, smol_path, cache):
     sha = registry.model_sha256(smol_path)
     d = index_dir(sha)

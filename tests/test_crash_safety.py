@@ -145,9 +145,6 @@ def test_two_processes_saving_one_index_at_once_leave_a_whole_one(tmp_path):
     assert same_index(loaded, a) or same_index(loaded, b)
 
 
-@pytest.mark.xfail(strict=True, reason="domains.load_index reads the sidecar, then the anchors file it names, "
-                                       "without the directory lock DomainIndex.save holds: a save in between "
-                                       "deletes that file (IndexFileError, or FileNotFoundError out of sha256_file)")
 def test_reading_an_index_while_another_process_saves_it_never_fails(tmp_path):
     a, b = synthetic_index(5), synthetic_index(6)
     a.save(tmp_path / "a")
@@ -173,9 +170,6 @@ def test_reading_an_index_while_another_process_saves_it_never_fails(tmp_path):
     assert loads > 100 and failures == {}, f"{loads} loads, failures {failures}"
 
 
-@pytest.mark.xfail(strict=True, reason="DomainIndex.save writes the whole index from memory: of two processes "
-                                       "that loaded it and each learned an anchor, the second save drops the "
-                                       "first one's anchor")
 def test_anchors_learned_by_two_processes_are_both_kept(tmp_path):
     synthetic_index(7).save(tmp_path)
     first, second = load_index(tmp_path), load_index(tmp_path)  # two chat sessions on one model
@@ -188,8 +182,6 @@ def test_anchors_learned_by_two_processes_are_both_kept(tmp_path):
     assert len(load_index(tmp_path).learned) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="domains.load_index trusts the sidecar's dim: hnswlib then copies dim "
-                                       "floats per anchor out of a smaller file (heap corruption, or a crash)")
 @pytest.mark.parametrize("factor", [2, 1000])
 def test_a_sidecar_dim_that_disagrees_with_the_anchors_file_is_an_index_file_error(tmp_path, factor):
     synthetic_index(8).save(tmp_path)

@@ -193,7 +193,7 @@ def test_calibrate_cli_builds_an_index_the_engine_routes_with(tmp_path):
     prompts.write_text("".join(json.dumps({"question_id": p.question_id, "category": p.category,
                                            "turns": list(p.turns)}) + "\n" for p in rows))
     r = run_cli("calibrate", SMOL, "--prompts", str(prompts), "--search-prompts", "2", "--candidates", "3",
-                "--sizes", "0.3", "-n", "12", "-o", str(out), "-t", "2")
+                "--sizes", "0.3", "-n", "12", "-o", str(out), "-t", "2", timeout=900)
     assert r.returncode == 0, r.stderr
     assert "code" in r.stdout and "translation" in r.stdout and "saved:" in r.stderr
     sha = registry.spec(SMOL).sha256
