@@ -273,14 +273,14 @@ def test_a_client_that_stops_waiting_for_a_whole_reply_frees_the_engine(server):
 
 def test_the_worker_reports_an_unexpected_error_and_goes_on(engine):
     """In process, the real Worker and Engine: a job the schema would never let through
-    (a prompt that is not text) fails with a 500 event; the next job runs normally."""
+    (a "drafter" that is not one) fails with a 500 event; the next job runs normally."""
     from edgessd.server.worker import Job, Worker
 
     async def run() -> tuple:
         worker = Worker(engine, queue_size=1)
         worker.start()
         loop = asyncio.get_running_loop()
-        bad = Job(prompt=12345, params={"n_predict": 2}, stops=[], loop=loop)
+        bad = Job(prompt="Hi", params={"n_predict": 2, "drafter": object()}, stops=[], loop=loop)
         worker.submit(bad)
         failure = await bad.next()
         good = Job(prompt="The capital of France is", params={"n_predict": 3, "mode": "plain"}, stops=[], loop=loop)
