@@ -445,6 +445,6 @@ def test_ctrl_c_ends_a_running_stream_cleanly_and_refuses_the_waiting(tmp_path):
         assert rest[-1] == "data: [DONE]"  # the stream ended properly, not cut off
         assert json.loads(rest[-2][len("data: "):])["choices"][0]["finish_reason"] == "length"
         assert_error(queued[0], 503, "shutting down")
-        assert s.proc.wait(20) == 130
+        assert s.proc.wait(20) in (0, 130)  # uvicorn re-raises the SIGINT (130) unless shutdown won the race
     finally:
         s.close()
