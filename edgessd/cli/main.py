@@ -18,6 +18,7 @@ COMMANDS = {
     "models": ("edgessd.cli.models_cmd", "models", "List, fetch and locate the registry's GGUF models."),
     "serve": ("edgessd.cli.serve_cmd", "serve", "Serve a model over a local OpenAI-compatible HTTP API."),
     "info": ("edgessd.cli.info_cmd", "info", "Show a model's architecture, quantization, skip support, profile."),
+    "bench": ("edgessd.cli.bench_cmd", "bench", "Benchmark decoding methods and peers on a Spec-Bench prompt file."),
 }
 
 
