@@ -111,7 +111,8 @@ def markdown(r: dict, max_growth: float) -> str:
         "",
         f"- RSS after loading: {r['rss_loaded_mib']:.1f} MiB",
         f"- RSS after warm-up ({r['warmup']} generations): {r['rss_warm_mib']:.1f} MiB",
-        f"- RSS at the end: {r['rss_end_mib']:.1f} MiB (largest after warm-up: {r['rss_max_after_warmup_mib']:.1f} MiB)",
+        f"- RSS at the end: {r['rss_end_mib']:.1f} MiB "
+        f"(largest after warm-up: {r['rss_max_after_warmup_mib']:.1f} MiB)",
         f"- growth after warm-up: **{r['growth_pct']:+.2f}%** ({verdict} the {max_growth:g}% limit)",
         f"- modes that ran: {', '.join(f'{k} {v}' for k, v in sorted(r['modes'].items()))}",
         "",
