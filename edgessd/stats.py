@@ -67,8 +67,13 @@ class GenerationStats:
 
     @property
     def gen_tok_s(self) -> float:
-        """Generated tokens per second, counting the first token (sampled from the prefill) as free."""
-        return 1e3 * max(self.n_generated - 1, 0) / self.t_gen_ms if self.t_gen_ms > 0 else 0.0
+        """Generated tokens per second over the generation.
+
+        The prefill decodes every prompt token but the last, so each generated token, the first
+        included, costs a decode inside ``t_gen_ms``: the rate is n / t. (llama.cpp's prefill
+        decodes the whole prompt and its first token is free, so its rate is (n - 1) / t over
+        n - 1 decodes; both are time per decode.)"""
+        return 1e3 * self.n_generated / self.t_gen_ms if self.t_gen_ms > 0 else 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)
