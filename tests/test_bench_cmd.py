@@ -276,3 +276,15 @@ def test_llama_speculative_simple_output_parses():
     assert prefix_identical(res.text, "\n1. Red\n2. Green") is False
     with pytest.raises(PeerError, match="no 'decoded"):
         parse_speculative("", "error: unknown value for --spec-type: 'ngram-mod'\n", SPEC_PROMPT)
+
+
+def test_markdown_lists_where_a_method_parted_from_plain(bench_run):
+    from edgessd.benchmark import report
+
+    r, out = bench_run
+    rep = json.loads(out["json"].read_text())
+    assert "Not identical to plain" not in report.markdown(rep)  # every greedy method matched plain
+    lookup = next(x for x in rep["rows"] if x["method"] == "lookup")
+    lookup["identical"], lookup["first_diff"] = False, 7
+    md = report.markdown(rep)
+    assert f"- lookup, {lookup['question_id']} turn 1: from token 7, in 1 repeat(s)" in md

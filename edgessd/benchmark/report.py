@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fsutil import atomic_path, write_json_atomic
+from .peers import PEERS
 
 SCHEMA = 1
 
@@ -130,6 +131,7 @@ def markdown(rep: dict) -> str:
     cats = rep["settings"]["categories"]
     lines += _table(sorted((s for s in summ if s["category"] != "all"),
                            key=lambda s: (cats.index(s["category"]), rep["methods"].index(s["method"]))), power)
+    lines += _divergences(rep["rows"])
     if rep["unavailable"]:
         lines += ["", "### Not run", ""]
         lines += [f"- {m}: n/a: {why}" for m, why in rep["unavailable"].items()]
@@ -140,6 +142,23 @@ def markdown(rep: dict) -> str:
     for m, cmd in (rep.get("peer_commands") or {}).items():
         lines.append(f"- {m}: `{' '.join(cmd)}`")
     return "\n".join(lines) + "\n"
+
+
+def _divergences(rows: list[dict]) -> list[str]:
+    """Where a method's greedy output parted from plain's: method, prompt, first differing token
+    (in process) or character (peers), and in how many repeats."""
+    seen: dict[tuple, list[int]] = {}
+    for r in rows:
+        if r["identical"] is False:
+            seen.setdefault((r["method"], r["question_id"], r["turn"], r["first_diff"]), []).append(r["repeat"])
+    if not seen:
+        return []
+    out = ["", "### Not identical to plain", ""]
+    for (method, qid, turn, at), reps in seen.items():
+        unit = "character" if method in PEERS else "token"
+        where = f"from {unit} {at}" if at is not None else "(text not separable)"
+        out.append(f"- {method}, {qid} turn {turn}: {where}, in {len(reps)} repeat(s)")
+    return out
 
 
 def write_json(rep: dict, path: Path) -> None:

@@ -32,6 +32,7 @@ ALL_METHODS = M.IN_PROCESS + P.PEERS
 DEFAULT_METHODS = ",".join(M.IN_PROCESS)
 STREAMS = ("by-category", "mixed")
 PRESETS = ("laptop", "jetson")
+SETTLE_TOKENS = 8  # untimed plain tokens before each prompt's timed runs
 
 
 @dataclass
@@ -183,6 +184,7 @@ class _Run:
         base = {"category": pr.category, "question_id": pr.question_id, "turn": t + 1, "repeat": r + 1,
                 "load_avg_1m": round(os.getloadavg()[0], 2)}
         t0 = time.time()
+        self._settle(msgs)
         plain = None
         for name, m in self.ready.items():
             self.eng.reset()
@@ -210,6 +212,15 @@ class _Run:
                 and x["repeat"] == r + 1]
         self.log(f"{tag} {pr.question_id} t{t + 1}: " + " ".join(f"{x['method']} {x['gen_tok_s']:.1f}" for x in done)
                  + " t/s")
+
+    def _settle(self, msgs: list[dict]) -> None:
+        """An untimed short plain generation before the timed ones. Plain runs first on every
+        prompt, right after the previous prompt's peer processes; without this it alone would
+        pay for whatever they left behind (caches, page mappings) and every speedup would be
+        flattered."""
+        if "plain" in self.ready:
+            self.eng.reset()
+            self.ready["plain"].run(self.eng, msgs, min(self.cfg.n_predict, SETTLE_TOKENS), self.cfg.seed)
 
     def _peer(self, name: str, prompt: str) -> tuple[P.PeerResult, float | None]:
         """One peer run; a failure is tried once more (a loaded machine can stall a run past its timeout)."""
