@@ -10,8 +10,10 @@ from conftest import run_cli
 def test_help_lists_commands_with_examples():
     r = run_cli("--help")
     assert r.returncode == 0
-    for cmd in ("chat", "generate", "models"):
-        assert cmd in r.stdout
+    commands = r.stdout.split("Commands:")[1]
+    for cmd in ("chat", "generate", "serve", "profile", "calibrate", "bench", "models", "info"):
+        assert f"\n  {cmd} " in commands, cmd  # every subcommand the issue names, listed
+        assert f"edgessd {cmd}" in r.stdout, cmd  # each with an example
     assert "Examples:" in r.stdout
 
 

@@ -65,6 +65,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       edgessd models path qwen2.5-coder-0.5b
       edgessd serve smollm2-135m --port 8080     # OpenAI API on http://127.0.0.1:8080/v1
       edgessd info qwen2.5-coder-0.5b --json
+      edgessd bench smollm2-135m --prompts bench/prompts/bench.jsonl -n 64 --repeat 2
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
