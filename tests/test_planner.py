@@ -166,3 +166,28 @@ def test_predicted_speedup_trades_draft_cost_against_acceptance():
     # ... on the compute-bound CPU neither pays, and free lookup drafts pay only when accepted
     assert predicted_speedup(cpu, 0.6, 3.0) < 1.0 and predicted_speedup(cpu, 0.9, 0.0) > 1.0
     assert predicted_speedup(cpu, 0.3, 0.0) < 1.0
+
+
+def test_auto_learns_past_the_drafted_length_from_the_whole_lookup_proposal():
+    """A copy under way: drafting one token per cycle must not hide that twelve would be accepted."""
+    from edgessd.drafters.auto import AutoDrafter
+    from edgessd.drafters.base import DraftRequest
+    from edgessd.sampling import SamplerParams
+
+    # V(k) / t(1) as profiled for qwen2.5-coder-1.5b on this project's 2-core CPU
+    cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37]),
+                    attn=np.ones(4), mlp=np.ones(4))
+    auto = AutoDrafter(lambda pos: cpu)
+    text = list(range(100, 140))
+    history = text + text[:12]  # the model has started copying `text`
+    rng = np.random.default_rng(0)
+    lens = []
+    while len(history) < 2 * len(text) - 1:
+        req = DraftRequest(np.asarray(history), len(history) - 1, 64, SamplerParams(temperature=0.0), rng)
+        draft = auto.propose(req)
+        d = len(draft.tokens) if draft else 0
+        lens.append(d)
+        if draft:
+            auto.observe(d, d)  # the copy goes on: every draft is accepted
+        history += text[len(history) - len(text):][:d + 1]
+    assert lens[0] == 1 and max(lens) >= 4, lens  # the prior drafts one; the shadows then show four pay

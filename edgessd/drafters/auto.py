@@ -18,7 +18,10 @@ every cycle computes it; when the cycle runs something else, the proposal is kep
 counterfactual: a greedy verification would have accepted precisely that matching
 prefix). So lookup's estimates keep learning without paying for a single losing draft,
 and auto starts to use it as soon as the text turns into a copy or an edit of earlier
-text. A drafter is used only when its predicted speedup beats plain decoding by a margin;
+text. A cycle that does draft d lookup tokens keeps the *whole* proposal (up to n_max
+tokens) as its shadow too, and learns from it instead of from the d it drafted: otherwise
+positions past d would never be observed, their prior would stand forever, and a copy
+would go on drafting one token per cycle while twelve were there to take. A drafter is used only when its predicted speedup beats plain decoding by a margin;
 when nothing does, the cycle is a plain step. So on a device where verifying k tokens
 costs almost k steps, layer skip is never used, and lookup only where it is accepted.
 """
@@ -148,8 +151,9 @@ class AutoDrafter:
                 best = (speedup, "layerskip", d)
         _, choice, d = best
         self.cycles[choice] += 1
-        self._last = {"plain": None, "lookup": f"lookup{n}", "layerskip": "layerskip"}[choice]
-        if choice != "lookup" and cont.size:
+        # lookup learns from its shadow (the whole proposal), also when it drafts: see above
+        self._last = "layerskip" if choice == "layerskip" else None
+        if cont.size:
             self._shadows.append((len(req.history), cont, f"lookup{n}"))
         if choice == "lookup":
             return Draft(tokens=[int(t) for t in cont[:d]], probs=None, source="lookup")
