@@ -9,12 +9,17 @@ For each domain of a Spec-Bench JSONL file:
    in the style of SWIFT. Each candidate is scored cheaply by block matchness over the
    references: the draft's argmax under the mask, teacher-forced from the full model's cache.
 3. Re-score the best few of each size by *real* acceptance: speculative decoding with the
-   set, counting accepted drafts per cycle. Then every domain also tries the other
-   domains' best sets of the same size (a search on a few prompts is noisy). Keep the
-   best per size, with what was measured.
-4. Features of every calibration prompt (features.py) -> K-means anchors per domain.
-   A held-out quarter of each domain sets the out-of-domain threshold: the largest
-   nearest-anchor distance among in-domain prompts the anchors did not see.
+   set, counting accepted drafts per cycle.
+4. Choose: every domain measures every domain's best set of each size by real acceptance
+   on ``n_select`` of its prompts that the search did not use, and keeps the best. A set
+   that won on four search prompts often won by chance; on smollm2-135m, choosing on the
+   search prompts themselves gave sets that did worse on the evaluation split than one
+   other domain's set did (bench/results/domains-smollm2-135m.md, first index).
+5. Features of every calibration prompt (features.py) -> K-means anchors per domain.
+   The out-of-domain threshold comes from two kinds of held-out distance: in-domain
+   prompts the anchors did not see (a quarter of each domain), and each domain's prompts
+   against anchors built without that domain (leave one domain out). The threshold is
+   the distance that separates the two best (balanced accuracy).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from .skipset import SkipSet
 class CalibrationConfig:
     sizes: tuple[float, ...] = (0.15, 0.3)  # shares of the 2L sublayers to skip
     n_search: int = 4         # prompts per domain that score candidates
+    n_select: int = 12        # other prompts per domain that choose among every domain's finalists
     n_tokens: int = 24        # tokens generated per reference / acceptance run
     candidates: int = 8       # sets scored by block matchness, per size
     finalists: int = 2        # of those, re-scored by real acceptance, per size
@@ -167,55 +173,95 @@ def search_domain(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, rn
     return sets, {"matchness": log}
 
 
-def cross_score(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str, list[DomainSet]],
-                cfg: CalibrationConfig, tick: Callable[[], None]) -> None:
-    """Give each domain, at each size, the best of *every* domain's set at that size, by real
-    acceptance on its own prompts. A search on a few prompts is noisy; this way a domain's
-    set is never worse, on its calibration prompts, than a set another domain found."""
+def select_prompts(prs: list[Prompt], cfg: CalibrationConfig) -> list[Prompt]:
+    """The prompts that choose a domain's sets: after the search prompts, else (too few) the search's."""
+    rest = prs[cfg.n_search:cfg.n_search + cfg.n_select]
+    return rest if rest else prs[:cfg.n_search]
+
+
+def cross_select(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str, list[DomainSet]],
+                 cfg: CalibrationConfig, tick: Callable[[], None]) -> dict[str, dict[str, dict[str, float]]]:
+    """Give each domain, at each size, the best of *every* domain's set at that size, measured
+    by real acceptance on prompts the search did not see. Replaces ``domains`` in place, each
+    set with the acceptance measured on the selection prompts; returns every measurement
+    (size -> domain -> set -> mean accepted) for the sidecar."""
     sizes = sorted({s.skip.n_skipped for sets in domains.values() for s in sets})
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    chosen: dict[str, list[DomainSet]] = {dom: [] for dom in groups}
     for n in sizes:
-        pool = {s.skip: s for sets in domains.values() for s in sets if s.skip.n_skipped == n}
+        pool = list(dict.fromkeys(s.skip for sets in domains.values() for s in sets if s.skip.n_skipped == n))
+        table[str(n)] = {}
         for dom, prs in groups.items():
-            mine = next((s for s in domains[dom] if s.skip.n_skipped == n), None)
-            best = mine
+            sel = select_prompts(prs, cfg)
+            measured = []
             for skip in pool:
-                if mine is not None and skip == mine.skip:
-                    continue
-                cand = real_acceptance(eng, prs[:cfg.n_search], skip, cfg.n_tokens, cfg.draft_len)
+                measured.append(real_acceptance(eng, sel, skip, cfg.n_tokens, cfg.draft_len))
                 tick()
-                if best is None or cand.mean_accepted > best.mean_accepted:
-                    best = cand
-            if best is not mine:
-                domains[dom] = sorted([s for s in domains[dom] if s.skip.n_skipped != n] + [best],
-                                      key=lambda ds: -ds.mean_accepted)
+            table[str(n)][dom] = {m.skip.spec(): round(m.mean_accepted, 4) for m in measured}
+            chosen[dom].append(max(measured, key=lambda m: m.mean_accepted))
+    for dom in groups:
+        domains[dom] = sorted(chosen[dom], key=lambda ds: -ds.mean_accepted)
+    return table
+
+
+def cross_select_steps(groups: dict[str, list[Prompt]], cfg: CalibrationConfig) -> int:
+    """Real-acceptance runs cross_select makes at most: every domain, every size, one set per domain."""
+    return len(cfg.sizes) * len(groups) * len(groups)
 
 
 def prompt_features(eng: Engine, prompts: list[Prompt], spec: FeatureSpec) -> np.ndarray:
     return np.stack([eng.prompt_feature([{"role": "user", "content": pr.first}], spec) for pr in prompts])
 
 
-def build_anchors(feats: dict[str, np.ndarray], n_anchors: int, seed: int) -> tuple[np.ndarray, list[str], float]:
-    """Anchors of every domain, their domains, and the out-of-domain distance threshold.
+def build_anchors(feats: dict[str, np.ndarray], n_anchors: int, seed: int) -> tuple[np.ndarray, list[str], float, dict]:
+    """Anchors of every domain, their domains, the out-of-domain distance threshold, and how
+    that threshold was chosen.
 
-    The threshold: anchors built from three quarters of each domain; the largest
-    nearest-anchor cosine distance of the held-out quarter, plus 10%.
+    In-domain held-out distances: anchors from three quarters of each domain, the other
+    quarter's nearest-anchor cosine distances. Out-of-domain distances: each domain's
+    prompts against the anchors of the other domains only. The threshold is the midpoint
+    that maximises balanced accuracy (in-domain kept + out-of-domain flagged) / 2.
     """
     rng = np.random.default_rng(seed)
-    held_anchor, held_out = [], []
-    for x in feats.values():
+    held_anchor, held_out = {}, {}
+    for dom, x in feats.items():
         perm = rng.permutation(len(x))
         cut = max(1, (3 * len(x)) // 4)
-        held_anchor.append(kmeans(x[perm[:cut]], n_anchors, seed=seed))
-        held_out.append(x[perm[cut:]])
-    A = np.vstack(held_anchor)
-    outs = np.vstack([h for h in held_out if len(h)]) if any(len(h) for h in held_out) else np.zeros((0, A.shape[1]))
-    ood = float(np.min(1.0 - outs @ A.T, axis=1).max()) if len(outs) else 0.5
+        held_anchor[dom] = kmeans(x[perm[:cut]], n_anchors, seed=seed)
+        held_out[dom] = x[perm[cut:]]
+    A = np.vstack(list(held_anchor.values()))
+    outs = [h for h in held_out.values() if len(h)]
+    d_in = np.min(1.0 - np.vstack(outs) @ A.T, axis=1) if outs else np.zeros(0)
+    d_out = np.concatenate([
+        np.min(1.0 - feats[dom] @ np.vstack([a for o, a in held_anchor.items() if o != dom]).T, axis=1)
+        for dom in feats if len(feats) > 1])if len(feats) > 1 else np.zeros(0)
+    ood, stats = ood_threshold(d_in, d_out)
     anchors, names = [], []
     for dom, x in feats.items():
         c = kmeans(x, n_anchors, seed=seed)
         anchors.append(c)
         names += [dom] * len(c)
-    return np.vstack(anchors), names, min(2.0, ood * 1.1)
+    return np.vstack(anchors), names, ood, stats
+
+
+def ood_threshold(d_in: np.ndarray, d_out: np.ndarray) -> tuple[float, dict]:
+    """The distance above which a prompt is out of domain, from held-out in-domain distances
+    ``d_in`` and leave-one-domain-out distances ``d_out``: the midpoint between sorted
+    distances with the best balanced accuracy (ties: the larger threshold, fewer false flags).
+    With no out-of-domain data, the largest in-domain distance plus 10%."""
+    if len(d_in) == 0:
+        return 0.5, {"method": "default"}
+    if len(d_out) == 0:
+        return float(min(2.0, d_in.max() * 1.1)), {"method": "max in-domain + 10%", "n_in": len(d_in)}
+    cuts = np.unique(np.concatenate([d_in, d_out]))
+    mids = np.concatenate([(cuts[:-1] + cuts[1:]) / 2, [cuts[-1] + 1e-6]])
+    kept = (d_in[None, :] <= mids[:, None]).mean(axis=1)
+    flagged = (d_out[None, :] > mids[:, None]).mean(axis=1)
+    bal = (kept + flagged) / 2
+    best = int(np.flatnonzero(bal >= bal.max() - 1e-12)[-1])
+    return float(min(2.0, mids[best])), {
+        "method": "balanced accuracy, leave one domain out", "n_in": int(len(d_in)), "n_out": int(len(d_out)),
+        "in_kept": round(float(kept[best]), 3), "out_flagged": round(float(flagged[best]), 3)}
 
 
 def calibrate(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, *, model_sha256: str,
@@ -227,20 +273,22 @@ def calibrate(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, *, mod
     groups = by_category(prompts)
     rng = np.random.default_rng(cfg.seed)
     steps_per_domain = len(cfg.sizes) * (cfg.candidates + cfg.finalists)
-    n_cross = len(cfg.sizes) * len(groups) * max(len(groups) - 1, 0)
-    progress("search", steps_per_domain * len(groups) + n_cross + len(prompts))
+    progress("search", steps_per_domain * len(groups) + cross_select_steps(groups, cfg) + len(prompts))
     domains: dict[str, list[DomainSet]] = {}
     logs = {}
     for dom, prs in groups.items():
         domains[dom], logs[dom] = search_domain(eng, prs, cfg, rng, planner_order, tick)
-    cross_score(eng, groups, domains, cfg, tick)
+    selection = cross_select(eng, groups, domains, cfg, tick)
+    for _ in range(cross_select_steps(groups, cfg) - sum(len(t) * len(next(iter(t.values()), {}))
+                                                         for t in selection.values())):
+        tick()  # domains that found the same set leave a smaller pool: the bar still ends full
     feats = {}
     for dom, prs in groups.items():
         feats[dom] = prompt_features(eng, prs, cfg.feature)
         for _ in prs:
             tick()
-    anchors, names, ood = build_anchors(feats, cfg.anchors, cfg.seed)
+    anchors, names, ood, ood_stats = build_anchors(feats, cfg.anchors, cfg.seed)
     meta = {"config": asdict(cfg),
             "seconds": round(time.perf_counter() - t0, 1), "n_prompts": {d: len(p) for d, p in groups.items()},
-            "search": logs}
+            "search": logs, "selection": selection, "ood": ood_stats}
     return DomainIndex(model_sha256, cfg.feature, anchors.shape[1], anchors, names, domains, ood, cfg.k, [], meta)

@@ -203,7 +203,15 @@ def test_calibrate_cli_builds_an_index_the_engine_routes_with(tmp_path):
         s = sets[0]
         assert s.skip.n_skipped == round(0.3 * 60) and 0 <= s.alpha <= 1 and s.mean_accepted >= 0
         assert 0 not in s.skip.attn + s.skip.mlp and 29 not in s.skip.attn + s.skip.mlp
-    assert json.loads((out / SIDECAR).read_text())["meta"]["search"]["code"]["matchness"]["0.30"]
+    meta = json.loads((out / SIDECAR).read_text())["meta"]
+    assert meta["search"]["code"]["matchness"]["0.30"]
+    # each domain measured every domain's set on its own unseen prompts, and kept the best
+    chosen = meta["selection"]["18"]
+    assert set(chosen) == {"code", "translation"}
+    for dom, sets in idx.domains.items():
+        assert sets[0].skip.spec() in chosen[dom]
+        assert sets[0].mean_accepted == pytest.approx(max(chosen[dom].values()), abs=1e-4)
+    assert meta["ood"]["method"].startswith("balanced accuracy") and idx.ood_distance > 0
 
 
 def test_bad_calibrate_arguments_are_one_line(tmp_path):
@@ -223,3 +231,18 @@ def test_shipped_smollm2_index_routes_the_evaluation_split(eng):
     assert hits / len(ev) >= 0.9
     r = eng.generate(chat("Translate into German: where is the station?"), n_predict=8, mode="layerskip")
     assert r.domain == "translation" and r.layer_set == idx.best_set("translation").skip
+
+
+def test_ood_threshold_separates_held_out_from_left_out_domains():
+    from edgessd.calibrate import ood_threshold
+
+    d_in = np.array([0.10, 0.12, 0.15, 0.20])
+    d_out = np.array([0.30, 0.35, 0.50])
+    t, stats = ood_threshold(d_in, d_out)
+    assert 0.20 < t < 0.30 and stats["in_kept"] == 1.0 and stats["out_flagged"] == 1.0
+    # overlap: the best balanced accuracy, and of equal ones the larger threshold (fewer false flags)
+    t, stats = ood_threshold(np.array([0.1, 0.2, 0.4]), np.array([0.3, 0.5, 0.6]))
+    assert 0.4 < t < 0.5 and stats["in_kept"] == 1.0 and stats["out_flagged"] == pytest.approx(0.667)
+    # no left-out domain (one domain calibrated): the largest in-domain distance plus 10%
+    t, stats = ood_threshold(d_in, np.zeros(0))
+    assert t == pytest.approx(0.22) and stats["method"].startswith("max in-domain")

@@ -21,13 +21,15 @@ from .options import model_argument
               help="Tokens generated per prompt when scoring a set.")
 @click.option("--search-prompts", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Prompts per domain that score candidate sets.")
+@click.option("--select-prompts", type=click.IntRange(1, 1000), default=12, show_default=True,
+              help="Other prompts per domain that choose among every domain's best sets.")
 @click.option("--candidates", type=click.IntRange(2, 1000), default=8, show_default=True,
               help="Candidate sets per size scored by matchness.")
 @click.option("--sizes", default="0.15,0.3", show_default=True,
               help="Shares of the 2L sublayers to skip, one search each.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def calibrate(model, prompts_file, domains, out_dir, n_threads, n_tokens, search_prompts, candidates, sizes,
-              seed) -> None:
+def calibrate(model, prompts_file, domains, out_dir, n_threads, n_tokens, search_prompts, select_prompts,
+              candidates, sizes, seed) -> None:
     """Find each domain's best skip sets for MODEL, by real acceptance, and build its KNN index.
 
     Skip sets depend on the model, not the device, so this runs once per model; the
@@ -53,8 +55,8 @@ def calibrate(model, prompts_file, domains, out_dir, n_threads, n_tokens, search
         raise InvalidArgumentError(f"--sizes must be shares between 0 and 1, got {sizes!r}")
     cats = [c.strip() for c in domains.split(",") if c.strip()] if domains else None
     prompts = load_prompts(prompts_file or bundled("domains-calib"), categories=cats)
-    cfg = CalibrationConfig(sizes=shares, n_search=search_prompts, n_tokens=n_tokens, candidates=candidates,
-                            seed=seed)
+    cfg = CalibrationConfig(sizes=shares, n_search=search_prompts, n_select=select_prompts, n_tokens=n_tokens,
+                            candidates=candidates, seed=seed)
     path = registry.resolve(model)
     sha = registry.model_sha256(path)
     with Engine(path, n_ctx=2048, n_threads=n_threads) as eng:
