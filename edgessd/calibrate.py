@@ -188,6 +188,7 @@ def cross_select(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str
     sizes = sorted({s.skip.n_skipped for sets in domains.values() for s in sets})
     table: dict[str, dict[str, dict[str, float]]] = {}
     chosen: dict[str, list[DomainSet]] = {dom: [] for dom in groups}
+    runs = 0
     for n in sizes:
         pool = list(dict.fromkeys(s.skip for sets in domains.values() for s in sets if s.skip.n_skipped == n))
         table[str(n)] = {}
@@ -196,9 +197,12 @@ def cross_select(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str
             measured = []
             for skip in pool:
                 measured.append(real_acceptance(eng, sel, skip, cfg.n_tokens, cfg.draft_len))
+                runs += 1
                 tick()
             table[str(n)][dom] = {m.skip.spec(): round(m.mean_accepted, 4) for m in measured}
             chosen[dom].append(max(measured, key=lambda m: m.mean_accepted))
+    for _ in range(cross_select_steps(groups, cfg) - runs):
+        tick()  # domains that found the same set leave a smaller pool: the bar still ends full
     for dom in groups:
         domains[dom] = sorted(chosen[dom], key=lambda ds: -ds.mean_accepted)
     return table
@@ -232,9 +236,11 @@ def build_anchors(feats: dict[str, np.ndarray], n_anchors: int, seed: int) -> tu
     A = np.vstack(list(held_anchor.values()))
     outs = [h for h in held_out.values() if len(h)]
     d_in = np.min(1.0 - np.vstack(outs) @ A.T, axis=1) if outs else np.zeros(0)
-    d_out = np.concatenate([
-        np.min(1.0 - feats[dom] @ np.vstack([a for o, a in held_anchor.items() if o != dom]).T, axis=1)
-        for dom in feats if len(feats) > 1])if len(feats) > 1 else np.zeros(0)
+    d_out = np.zeros(0)  # leave one domain out: each domain against the others' anchors
+    if len(feats) > 1:
+        d_out = np.concatenate([
+            np.min(1.0 - x @ np.vstack([a for o, a in held_anchor.items() if o != dom]).T, axis=1)
+            for dom, x in feats.items()])
     ood, stats = ood_threshold(d_in, d_out)
     anchors, names = [], []
     for dom, x in feats.items():
@@ -279,9 +285,6 @@ def calibrate(eng: Engine, prompts: list[Prompt], cfg: CalibrationConfig, *, mod
     for dom, prs in groups.items():
         domains[dom], logs[dom] = search_domain(eng, prs, cfg, rng, planner_order, tick)
     selection = cross_select(eng, groups, domains, cfg, tick)
-    for _ in range(cross_select_steps(groups, cfg) - sum(len(t) * len(next(iter(t.values()), {}))
-                                                         for t in selection.values())):
-        tick()  # domains that found the same set leave a smaller pool: the bar still ends full
     feats = {}
     for dom, prs in groups.items():
         feats[dom] = prompt_features(eng, prs, cfg.feature)

@@ -4,7 +4,8 @@ path, ``Llama(..., draft_model=LlamaPromptLookupDecoding(...))``, greedy.
     echo '{"model": ..., "prompts": [...], ...}' | python -m edgessd.benchmark.lcp_worker
 
 Prints one JSON line per prompt: n_generated, gen_tok_s (tokens after the first, over the
-time from the first token to the last, as edgessd counts), text, and the draft counters:
+time from the first token to the last: time per decode, as llama.cpp counts), text, and the
+draft counters:
 n_cycles = draft calls (each followed by one model evaluation), n_drafted = tokens proposed,
 n_accepted = n_generated - 1 - n_cycles (the first token comes from the prompt's evaluation;
 each later evaluation emits its accepted drafts plus one token).

@@ -21,7 +21,9 @@ and auto starts to use it as soon as the text turns into a copy or an edit of ea
 text. A cycle that does draft d lookup tokens keeps the *whole* proposal (up to n_max
 tokens) as its shadow too, and learns from it instead of from the d it drafted: otherwise
 positions past d would never be observed, their prior would stand forever, and a copy
-would go on drafting one token per cycle while twelve were there to take. A drafter is used only when its predicted speedup beats plain decoding by a margin;
+would go on drafting one token per cycle while twelve were there to take.
+
+A drafter is used only when its predicted speedup beats plain decoding by a margin;
 when nothing does, the cycle is a plain step. So on a device where verifying k tokens
 costs almost k steps, layer skip is never used, and lookup only where it is accepted.
 """
