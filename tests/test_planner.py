@@ -106,16 +106,38 @@ def test_dp_for_64_layers_is_fast():
 
 
 # -- auto's online acceptance estimates (pure) ------------------------------------------------------
-from edgessd.drafters.auto import AcceptanceTracker, best_draft_len, shadow_accepted  # noqa: E402
+from edgessd.drafters.auto import (  # noqa: E402
+    LOOKUP_PRIORS,
+    AcceptanceTracker,
+    CopyTracker,
+    best_draft_len,
+    copied_prefix,
+)
 
 
-def test_shadow_accepted_is_the_matching_prefix_or_undecided():
+def test_copied_prefix_is_the_matching_prefix_and_whether_it_is_final():
     p = np.array([5, 6, 7])
-    assert shadow_accepted(p, np.array([9])) == 0
-    assert shadow_accepted(p, np.array([5, 6, 8, 1])) == 2
-    assert shadow_accepted(p, np.array([5, 6, 7, 1])) == 3
-    assert shadow_accepted(p, np.array([5, 6])) is None
-    assert shadow_accepted(p, np.array([], dtype=int)) is None
+    assert copied_prefix(p, np.array([9])) == (0, True)
+    assert copied_prefix(p, np.array([5, 6, 8, 1])) == (2, True)
+    assert copied_prefix(p, np.array([5, 6, 7, 1])) == (3, True)
+    assert copied_prefix(p, np.array([5, 6])) == (2, False)
+    assert copied_prefix(p, np.array([], dtype=int)) == (0, False)
+
+
+def test_copy_tracker_pools_what_copies_teach_by_how_long_they_have_run():
+    t = CopyTracker()
+    before = t.rates(4, 3).copy()
+    assert np.allclose(before, [LOOKUP_PRIORS[4], LOOKUP_PRIORS[5], LOOKUP_PRIORS[6]])
+    for _ in range(30):  # proposals after 2-token matches, each copied for 6 tokens, then a miss
+        t.tick()
+        t.credit(2, 0, 6, accepted=True)
+        t.credit(2, 6, 7, accepted=False)
+    # a proposal after a 4-token match has never been seen, but its tokens sit at copy
+    # lengths 4, 5, 6 ... that the 2-token matches taught: they have gone on every time
+    assert (t.rates(4, 3) > 0.9).all() and (t.rates(4, 3) > before).all()
+    assert t.rate[8] < 0.2  # and the copy has always stopped after 8
+    e = t.expected_tokens(4, np.array([1, 3, 5]))
+    assert e[0] == pytest.approx(1 + t.rate[4]) and e[1] < e[2] < 6
 
 
 def test_tracker_learns_per_position_so_runs_of_copies_predict_long_drafts():
@@ -146,12 +168,12 @@ def test_best_draft_len_drafts_long_only_where_acceptance_holds_up():
     cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.77, 2.22, 2.99, 3.77, 4.5, 5.2, 5.9, 6.6]),
                     attn=np.ones(4), mlp=np.ones(4))
     sure = AcceptanceTracker(prior=0.97, d_max=8)
-    d, speedup = best_draft_len(cpu, sure, 0.0, 8)
+    d, speedup = best_draft_len(cpu, sure.expected_tokens, 0.0, 8)
     ds = np.arange(1, 9)
     by_d = 10.0 * sure.expected_tokens(ds) / cpu.verify[ds]
     assert d == ds[np.argmax(by_d)] and d > 1 and speedup == pytest.approx(by_d.max()) and speedup > 1.2
     coin = AcceptanceTracker(prior=0.5, d_max=8)
-    _, speedup = best_draft_len(cpu, coin, 0.0, 8)
+    _, speedup = best_draft_len(cpu, coin.expected_tokens, 0.0, 8)
     assert speedup < 1.0  # a coin-flip lookup loses on this CPU at every draft length
 
 
@@ -191,3 +213,29 @@ def test_auto_learns_past_the_drafted_length_from_the_whole_lookup_proposal():
             auto.observe(d, d)  # the copy goes on: every draft is accepted
         history += text[len(history) - len(text):][:d + 1]
     assert lens[0] == 1 and max(lens) >= 4, lens  # the prior drafts one; the shadows then show four pay
+
+
+def test_auto_counts_each_copied_token_as_it_is_emitted_not_when_the_proposal_ends():
+    from edgessd.drafters.auto import AutoDrafter
+    from edgessd.drafters.base import DraftRequest
+    from edgessd.sampling import SamplerParams
+
+    cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37]),
+                    attn=np.ones(4), mlp=np.ones(4))
+    auto = AutoDrafter(lambda pos: cpu)
+    text = list(range(100, 140))
+    history = text + text[:3]  # a copy of `text` has begun: a 3-token match, 12 tokens proposed
+    rng = np.random.default_rng(0)
+
+    def cycle():
+        auto.propose(DraftRequest(np.asarray(history), len(history) - 1, 64, SamplerParams(temperature=0.0), rng))
+
+    cycle()
+    assert auto.copy.reached.sum() == 0  # nothing emitted yet
+    history.append(text[3])  # one plain step: the copy went on
+    cycle()
+    assert auto.copy.accepted[3] > 0 and auto.copy.reached.sum() == pytest.approx(auto.copy.accepted.sum())
+    history.append(999)  # the model leaves the copy
+    cycle()
+    assert auto.copy.reached.sum() > auto.copy.accepted.sum()  # the miss counts against both proposals
+    assert not auto._shadows  # the miss decided both proposals

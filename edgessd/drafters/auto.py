@@ -7,21 +7,22 @@ length (attention cost grows with context, so the answer can change as it grows)
 - layer skip, with the planned skip set: d draft steps plus V(d+1);
 - plain decoding: t(1).
 
-Acceptance rates come from online estimates (geometric maximum likelihood: accepted /
-(accepted + rejections), with a prior and a slow decay): one for layer skip, and one per
-matched n-gram length for lookup, since a continuation found after a 4-token match is far
-more reliable than one after a 2-token match. The priors rise with n (LOOKUP_PRIORS).
+Acceptance rates come from online estimates (counts with a prior and a slow decay). Layer
+skip has one per draft position. Lookup has one per *copy length*: the chance that the
+copied text goes on for one more token, given that it has followed its source for r tokens
+so far. A draft's i-th token after an n-token match has r = n + i, so the 3rd token after a
+2-token match and the 1st after a 4-token match share one estimate, and what a copy teaches
+at any length is used at every other (LOOKUP_PRIORS: longer copies are likelier to go on).
 
 Lookup is scored even in cycles that do not use it. Its proposal costs microseconds, so
-every cycle computes it; when the cycle runs something else, the proposal is kept as a
-*shadow* and checked against the tokens the full model goes on to emit (an exact
-counterfactual: a greedy verification would have accepted precisely that matching
-prefix). So lookup's estimates keep learning without paying for a single losing draft,
-and auto starts to use it as soon as the text turns into a copy or an edit of earlier
-text. A cycle that does draft d lookup tokens keeps the *whole* proposal (up to n_max
-tokens) as its shadow too, and learns from it instead of from the d it drafted: otherwise
-positions past d would never be observed, their prior would stand forever, and a copy
-would go on drafting one token per cycle while twelve were there to take.
+every cycle computes it and keeps the whole proposal (up to n_max tokens) as a *shadow*,
+checked token by token against what the full model goes on to emit: an exact
+counterfactual, since a greedy verification accepts precisely the matching prefix. So
+lookup keeps learning without paying for a single losing draft, also past the d tokens a
+cycle drafted (else a copy would go on drafting one token per cycle while twelve were there
+to take), and auto starts to use it as soon as the text turns into a copy or an edit of
+earlier text. Each emitted token that matches a shadow counts at once, not when the shadow
+ends, so a long copy is recognised while it is still under way.
 
 A drafter is used only when its predicted speedup beats plain decoding by a margin;
 when nothing does, the cycle is a plain step. So on a device where verifying k tokens
@@ -30,6 +31,7 @@ costs almost k steps, layer skip is never used, and lookup only where it is acce
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,7 +40,7 @@ from .base import Draft, DraftRequest
 from .layerskip import LayerSkipDrafter
 from .lookup import longest_match
 
-# prior acceptance by matched n-gram length (longer matches: text being copied)
+# prior chance that a copy goes on for one more token, by how long it has run (r); 0.85 beyond 8
 LOOKUP_PRIORS = {2: 0.35, 3: 0.45, 4: 0.55, 5: 0.6, 6: 0.65, 7: 0.7, 8: 0.8}
 
 
@@ -82,29 +84,85 @@ class AcceptanceTracker:
         self.accepted[:n_accepted] += 1
 
 
-def best_draft_len(cost: CostModel, tracker: AcceptanceTracker, draft_step_ms: float,
-                   d_max: int) -> tuple[int, float]:
-    """The d in 1..d_max that maximises predicted tokens/ms; returns (d, speedup over plain)."""
-    ds = np.arange(1, max(1, min(d_max, len(cost.verify) - 1, len(tracker.reached))) + 1)
-    rate = tracker.expected_tokens(ds) / (ds * draft_step_ms + cost.verify[ds] + cost.cycle_overhead)
+class CopyTracker:
+    """Lookup's online acceptance, by how long the copy has run.
+
+    ``rate[r]`` estimates P(the next token follows the source | the last r tokens did).
+    Counts decay once per cycle so the estimate follows the text; the prior stands in where
+    there is no data yet, with the weight of ``weight`` observations.
+    """
+
+    def __init__(self, r_max: int = 24, weight: float = 2.0, decay: float = 0.97) -> None:
+        self.r_max, self.weight, self.decay = r_max, weight, decay
+        self.prior = np.array([LOOKUP_PRIORS.get(r, 0.85 if r > 8 else 0.3) for r in range(r_max + 1)])
+        self.reached = np.zeros(r_max + 1)   # decayed count of tokens proposed at copy length r
+        self.accepted = np.zeros(r_max + 1)  # ... that the full model emitted
+
+    @property
+    def rate(self) -> np.ndarray:
+        """[r_max + 1] P(copy goes on | it has run r tokens)."""
+        return (self.accepted + self.prior * self.weight) / (self.reached + self.weight)
+
+    def rates(self, n: int, d: int) -> np.ndarray:
+        """[d] conditional acceptance of the drafts 1..d that follow an n-token match."""
+        return self.rate[np.minimum(n + np.arange(d), self.r_max)]
+
+    def expected_tokens(self, n: int, ds: np.ndarray) -> np.ndarray:
+        """E[tokens per cycle] for each draft length in ``ds`` after an n-token match (bonus included)."""
+        ds = np.asarray(ds)
+        survive = np.concatenate(([1.0], np.cumprod(self.rates(n, int(ds.max())))))
+        return np.cumsum(survive)[ds]
+
+    def tick(self) -> None:
+        """One cycle has passed: older evidence weighs less."""
+        self.reached *= self.decay
+        self.accepted *= self.decay
+
+    def credit(self, n: int, lo: int, hi: int, accepted: bool) -> None:
+        """Positions lo..hi-1 of a proposal after an n-token match were reached (and accepted or not)."""
+        r = np.minimum(n + np.arange(lo, hi), self.r_max)
+        np.add.at(self.reached, r, 1.0)
+        if accepted:
+            np.add.at(self.accepted, r, 1.0)
+
+
+def best_draft_len(cost: CostModel, expected_tokens: Callable[[np.ndarray], np.ndarray],
+                   draft_step_ms: float, d_max: int) -> tuple[int, float]:
+    """The d in 1..d_max that maximises predicted tokens/ms; returns (d, speedup over plain).
+
+    ``expected_tokens(ds)``: E[tokens per cycle] for each draft length in ``ds``.
+    """
+    ds = np.arange(1, max(1, min(d_max, len(cost.verify) - 1)) + 1)
+    rate = expected_tokens(ds) / (ds * draft_step_ms + cost.verify[ds] + cost.cycle_overhead)
     k = int(np.argmax(rate))
     return int(ds[k]), float(rate[k] * cost.t1)
 
 
-def shadow_accepted(proposal: np.ndarray, emitted: np.ndarray) -> int | None:
-    """How many of ``proposal``'s tokens a greedy verification would have accepted, given the
-    tokens really ``emitted`` after it; None while the emitted tokens do not decide it yet.
+def copied_prefix(proposal: np.ndarray, emitted: np.ndarray) -> tuple[int, bool]:
+    """How many of ``proposal``'s tokens the ``emitted`` tokens match so far, and whether that
+    is final (a mismatch, or the whole proposal matched): what a greedy verification would
+    have accepted.
 
-    >>> shadow_accepted(np.array([5, 6, 7]), np.array([5, 9]))
-    1
-    >>> shadow_accepted(np.array([5, 6, 7]), np.array([5, 6])) is None
-    True
+    >>> copied_prefix(np.array([5, 6, 7]), np.array([5, 9]))
+    (1, True)
+    >>> copied_prefix(np.array([5, 6, 7]), np.array([5, 6]))
+    (2, False)
     """
     m = min(len(proposal), len(emitted))
     miss = np.flatnonzero(proposal[:m] != emitted[:m])
     if miss.size:
-        return int(miss[0])
-    return m if m == len(proposal) else None
+        return int(miss[0]), True
+    return m, m == len(proposal)
+
+
+@dataclass
+class Shadow:
+    """A lookup proposal being checked against the emitted tokens."""
+
+    start: int          # history length when proposed: tokens[0] would have followed history[start - 1]
+    tokens: np.ndarray  # the whole proposal
+    n: int              # the matched n-gram's length
+    credited: int = 0   # leading positions already counted as accepted
 
 
 class AutoDrafter:
@@ -119,11 +177,11 @@ class AutoDrafter:
         self.layerskip = layerskip
         self.margin = margin
         self.n_min, self.n_max, self.d_max = n_min, n_max, d_max
-        self.trackers = {f"lookup{n}": AcceptanceTracker(LOOKUP_PRIORS.get(n, 0.85)) for n in range(n_min, n_max + 1)}
-        self.trackers["layerskip"] = AcceptanceTracker(layerskip_alpha)
+        self.copy = CopyTracker()
+        self.trackers = {"layerskip": AcceptanceTracker(layerskip_alpha)}
         self.cycles = {"lookup": 0, "layerskip": 0, "plain": 0}  # which choice each cycle made
-        self._last: str | None = None  # the tracker of the last proposal
-        self._shadows: list[tuple[int, np.ndarray, str]] = []  # unused lookups: (history length, tokens, tracker)
+        self._last: str | None = None  # "layerskip" when the last cycle drafted with it
+        self._shadows: list[Shadow] = []  # lookup proposals not yet decided by the emitted tokens
         self._cost_key: int | None = None
         self._cost: CostModel | None = None
         if layerskip is not None:
@@ -139,16 +197,17 @@ class AutoDrafter:
     def propose(self, req: DraftRequest) -> Draft | None:
         cost = self._cost_for(req.pos)
         best: tuple[float, str, int] = (self.margin, "plain", 0)
+        self.copy.tick()
         self._score_shadows(req.history)
         cont, n = longest_match(req.history, self.n_min, self.n_max, min(self.d_max, req.max_tokens))
         if cont.size:
-            d, speedup = best_draft_len(cost, self.trackers[f"lookup{n}"], 0.0, int(cont.size))
+            d, speedup = best_draft_len(cost, lambda ds: self.copy.expected_tokens(n, ds), 0.0, int(cont.size))
             if speedup > best[0]:
                 best = (speedup, "lookup", d)
         if self.layerskip is not None:
             step = cost.draft_step_ms(self.layerskip.skip)
-            d, speedup = best_draft_len(cost, self.trackers["layerskip"], step,
-                                        min(self.d_max, req.max_tokens))
+            d, speedup = best_draft_len(cost, self.trackers["layerskip"].expected_tokens, step,
+                                        min(self.d_max, req.max_tokens, len(self.trackers["layerskip"].reached)))
             if speedup > best[0]:
                 best = (speedup, "layerskip", d)
         _, choice, d = best
@@ -156,7 +215,7 @@ class AutoDrafter:
         # lookup learns from its shadow (the whole proposal), also when it drafts: see above
         self._last = "layerskip" if choice == "layerskip" else None
         if cont.size:
-            self._shadows.append((len(req.history), cont, f"lookup{n}"))
+            self._shadows.append(Shadow(len(req.history), cont, n))
         if choice == "lookup":
             return Draft(tokens=[int(t) for t in cont[:d]], probs=None, source="lookup")
         if choice == "layerskip":
@@ -166,14 +225,16 @@ class AutoDrafter:
         return None
 
     def _score_shadows(self, history: np.ndarray) -> None:
-        """Score the pending unused lookup proposals against the tokens emitted since."""
+        """Count the lookup proposals' tokens that the emitted tokens have decided since last cycle."""
         pending = []
-        for start, tokens, key in self._shadows:
-            n_accepted = shadow_accepted(tokens, history[start:])
-            if n_accepted is None:
-                pending.append((start, tokens, key))  # all emitted so far matched: not decided yet
-            else:
-                self.trackers[key].observe(len(tokens), n_accepted)
+        for sh in self._shadows:
+            n_copied, final = copied_prefix(sh.tokens, history[sh.start:])
+            self.copy.credit(sh.n, sh.credited, n_copied, accepted=True)
+            if not final:
+                sh.credited = n_copied
+                pending.append(sh)
+            elif n_copied < len(sh.tokens):
+                self.copy.credit(sh.n, n_copied, n_copied + 1, accepted=False)
         self._shadows = pending
 
     def observe(self, n_drafted: int, n_accepted: int) -> None:
