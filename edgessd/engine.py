@@ -399,7 +399,7 @@ class Engine:
                 skip, alpha = self._skip_plan.skip, self._skip_plan.alpha
             if skip is not None and not skip.empty:
                 layer = LayerSkipDrafter(self.ctx, skip, max_tokens=draft_max or 4)
-        return AutoDrafter(cost_at, layerskip=layer, layerskip_alpha=alpha, d_max=draft_max or 12)
+        return AutoDrafter(cost_at, layerskip=layer, layerskip_alpha=alpha, d_max=draft_max or 16)
 
     def _drafter(self, mode: str, skip: SkipSet | None, draft_max: int | None,
                  domain_sets: list[DomainSet] | None = None,

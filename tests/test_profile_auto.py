@@ -110,7 +110,8 @@ def run_auto(eng, cost_model, prompt, skip=BIG_SKIP):
 def test_auto_never_layer_skips_where_verification_costs_k_steps(eng):
     drafter, r = run_auto(eng, costs(10.0, CPU), "The history of the Roman empire begins")
     assert drafter.cycles["layerskip"] == 0
-    assert r.mode == "auto→plain" and r.layer_set is None  # the result reports what ran
+    # the result reports what ran: plain steps, or a lookup where the prose repeated itself
+    assert r.mode in ("auto→plain", "auto→lookup") and r.layer_set is None
     plain = eng.generate("The history of the Roman empire begins", n_predict=48, mode="plain")
     assert r.tokens == plain.tokens
 

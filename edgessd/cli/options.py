@@ -24,7 +24,7 @@ def engine_options(f):
 def sampling_options(f):
     """-n/--n-predict, --temp, --top-k, --top-p, --seed, --mode, --skip, --draft-max."""
     f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
-                     help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup].")(f)
+                     help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")(f)
     f = click.option("--skip", "skip", default=None, metavar="SPEC",
                      help="Sublayers to skip when drafting, e.g. 'attn:3,5,7;mlp:4-9'.")(f)
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
