@@ -141,6 +141,7 @@ def main() -> None:
     }
     lines = [f"# bench/replay.py: {ns.model}, {ns.threads} threads, -n {ns.n_predict}, {ns.prompts.name} "
              f"({', '.join(cats)})", "",
+             "Command: `python bench/replay.py " + " ".join(sys.argv[1:]) + "`", "",
              "Predicted speedup over plain (mean accepted per cycle), replayed over plain's greedy output "
              "with this device's profiled costs.", "",
              "| prompt | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
