@@ -11,9 +11,10 @@ context length (plain: t(1)). The result is each policy's *predicted* speedup, f
 cost model the planner uses (its predictions are within ±10% of measured ones, #4). Measured
 speedups come from `edgessd bench`.
 
-It also replays an oracle that knows which drafts will be accepted: each cycle it drafts
-the longest accepted prefix of the lookup proposal (cut where V(k) makes it pay best), and
-decodes plainly when nothing would be accepted. No lookup policy on this device can beat it.
+It also computes an oracle: the fastest that any policy drafting from auto's lookup
+proposals could be on this device, knowing which drafts will be accepted (a shortest path
+over the output's positions; see oracle()). The gap between auto and the oracle is what
+better decisions could still gain; the gap between the oracle and 1 is all lookup can.
 
 Recording runs the real engine once per prompt (plain, greedy, the first turn, rendered
 with the model's chat template as `edgessd bench` does); --record keeps the outputs so
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from edgessd import registry  # noqa: E402
 from edgessd.drafters.auto import AutoDrafter  # noqa: E402
-from edgessd.drafters.base import Draft, DraftRequest  # noqa: E402
+from edgessd.drafters.base import DraftRequest  # noqa: E402
 from edgessd.drafters.lookup import LookupDrafter, find_continuation  # noqa: E402
 from edgessd.engine import Engine  # noqa: E402
 from edgessd.planner import CostModel  # noqa: E402
@@ -44,53 +45,88 @@ from edgessd.sampling import SamplerParams  # noqa: E402
 GREEDY = SamplerParams(temperature=0.0)
 
 
-class OracleLookup:
-    """Knows the output: drafts the accepted prefix of the lookup proposal, or nothing."""
+def oracle(prompt: list[int], output: list[int], cost_at: Callable[[int], CostModel], n_predict: int,
+           n_min: int = 2, n_max: int = 12) -> tuple[float, float]:
+    """The best any policy drafting from these lookup proposals can do: (speedup, mean accepted).
 
-    name = "oracle"
+    The output is fixed, so after g emitted tokens the history, and with it the proposal,
+    is fixed too; a cycle there may draft any d up to the proposal's accepted prefix (more
+    would be rejected at a cost) and moves to g + d + 1 at cost V(d + 1). A shortest path
+    over g = 0..n is then the optimum over all drafting decisions.
+    """
+    n = min(n_predict, len(output))
+    history = list(prompt) + list(output)
+    cost = np.full(n + 1, np.inf)
+    cost[0] = 0.0
+    came = np.zeros(n + 1, dtype=int)  # the d of the best cycle that ends at g
+    for g in range(n):
+        c = cost_at(len(prompt) + g - 1)
+        room = min(n_predict - g - 1, len(c.verify) - 1)
+        cont = find_continuation(np.asarray(history[:len(prompt) + g]), n_min, n_max, room) if room > 0 else []
+        k = matched(cont, output[g:])
+        for d in range(k + 1):
+            to = min(g + d + 1, n)  # a draft may run through the end-of-generation token
+            if cost[g] + c.V(d + 1) < cost[to]:
+                cost[to], came[to] = cost[g] + c.V(d + 1), d
+    g, cycles, accepted = n, 0, 0
+    while g > 0:
+        cycles, accepted, g = cycles + 1, accepted + came[g], max(g - came[g] - 1, 0)
+    return plain_ms(prompt, n, cost_at) / float(cost[n]), accepted / cycles
 
-    def __init__(self, cost_at: Callable[[int], CostModel], output: list[int], n_prompt: int) -> None:
-        self.cost_at, self.output, self.n_prompt = cost_at, output, n_prompt
 
-    def propose(self, req: DraftRequest) -> Draft | None:
-        cost = self.cost_at(req.pos)
-        cont = find_continuation(req.history, 2, 12, min(req.max_tokens, len(cost.verify) - 1))
-        done = len(req.history) - self.n_prompt
-        future = np.asarray(self.output[done:done + len(cont)])
-        k = int(np.cumprod(cont[:len(future)] == future).sum())
-        if k == 0:
-            return None
-        ds = np.arange(1, k + 1)
-        rate = (ds + 1) / cost.verify[ds]
-        if rate.max() * cost.t1 <= 1.0:
-            return None
-        return Draft(tokens=[int(t) for t in cont[:int(ds[np.argmax(rate)])]])
+def matched(draft, truth) -> int:
+    """How many leading draft tokens equal the truth: what a greedy verification accepts."""
+    k = 0
+    while k < len(draft) and k < len(truth) and int(draft[k]) == int(truth[k]):
+        k += 1
+    return k
 
-    def observe(self, n_drafted: int, n_accepted: int) -> None:
-        pass
+
+def plain_ms(prompt: list[int], n: int, cost_at: Callable[[int], CostModel]) -> float:
+    """Plain decoding's time for n tokens after ``prompt``: t(1) at each context length."""
+    return sum(cost_at(len(prompt) + g - 1).t1 for g in range(n))
 
 
 def replay(drafter, prompt: list[int], output: list[int], cost_at: Callable[[int], CostModel],
            n_predict: int) -> tuple[float, float]:
-    """(predicted speedup over plain, mean accepted per cycle) of ``drafter`` on this output."""
+    """(predicted speedup over plain, mean accepted per cycle) of ``drafter`` on this output.
+
+    The cycles are the decode loop's: drafts fit in what is left of n_predict, a greedy
+    verification accepts the matching prefix, and one more token is the model's own.
+    """
     n = min(n_predict, len(output))
-    history, done, t_spec, t_plain, cycles, accepted = list(prompt), 0, 0.0, 0.0, 0, 0
+    history, done, t_spec, cycles, accepted = list(prompt), 0, 0.0, 0, 0
     while done < n:
         pos = len(history) - 1
-        room = n - done - 1
+        room = n_predict - done - 1
         draft = drafter.propose(DraftRequest(np.asarray(history, dtype=np.int32), pos, room, GREEDY,
                                              np.random.default_rng(0))) if room > 0 else None
         tokens = draft.tokens if draft else []
-        truth = np.asarray(output[done:done + len(tokens)])
-        k = int(np.cumprod(np.asarray(tokens[:len(truth)]) == truth).sum()) if tokens else 0
+        k = matched(tokens, output[done:])
         t_spec += cost_at(pos).V(len(tokens) + 1)
-        t_plain += sum(cost_at(pos + j).t1 for j in range(k + 1))
         history += output[done:done + k + 1]
         done += k + 1
         cycles += 1
         accepted += k
         drafter.observe(len(tokens), k)
-    return t_plain / t_spec, accepted / cycles
+    return plain_ms(prompt, n, cost_at) / t_spec, accepted / cycles
+
+
+def greedy_output(eng: Engine, messages: list[dict], n_predict: int) -> tuple[list[int], list[int]]:
+    """(prompt tokens, plain greedy output) for chat ``messages``.
+
+    When the model stopped by itself, the output ends with the end-of-generation token, as
+    the loop saw it: a lookup draft can propose it (the chat template puts the end-of-turn
+    token in the prompt) and its cycle is a cycle. The engine does not return that token;
+    it is taken as the template's end-of-turn token in the prompt (-1, which no draft
+    matches, where there is none).
+    """
+    prompt = eng.tokenize(messages)
+    r = eng.generate(messages, n_predict=n_predict, mode="plain")
+    output = list(r.tokens)
+    if r.stop_reason == "eos":
+        output.append(next((t for t in reversed(prompt) if eng.model.is_eog(t)), -1))
+    return prompt, output
 
 
 def record(model: str, prompts: list, n_predict: int, threads: int, path: Path | None) -> list[dict]:
@@ -105,10 +141,9 @@ def record(model: str, prompts: list, n_predict: int, threads: int, path: Path |
     with Engine(model, n_ctx=2048, n_threads=threads) as eng:
         for p in prompts:
             msgs = [{"role": "user", "content": p.turns[0]}]
-            r = eng.generate(msgs, n_predict=n_predict, mode="plain")
-            rows.append({"id": p.question_id, "category": p.category, "prompt": eng.tokenize(msgs),
-                         "output": r.tokens})
-            print(f"recorded {p.question_id}: {len(r.tokens)} tokens", file=sys.stderr)
+            prompt, output = greedy_output(eng, msgs, n_predict)
+            rows.append({"id": p.question_id, "category": p.category, "prompt": prompt, "output": output})
+            print(f"recorded {p.question_id}: {len(output)} tokens", file=sys.stderr)
     if path is not None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "rows": rows}))
@@ -137,26 +172,29 @@ def main() -> None:
         "auto": lambda r: AutoDrafter(prof.cost_at),  # as the engine makes it: d up to 16
         "auto, d <= 12": lambda r: AutoDrafter(prof.cost_at, d_max=12),
         "lookup d=4": lambda r: LookupDrafter(max_tokens=4),
-        "oracle": lambda r: OracleLookup(prof.cost_at, r["output"], len(r["prompt"])),
     }
     lines = [f"# bench/replay.py: {ns.model}, {ns.threads} threads, -n {ns.n_predict}, {ns.prompts.name} "
              f"({', '.join(cats)})", "",
              "Command: `python bench/replay.py " + " ".join(sys.argv[1:]) + "`", "",
              "Predicted speedup over plain (mean accepted per cycle), replayed over plain's greedy output "
              "with this device's profiled costs.", "",
-             "| prompt | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
+             "| prompt | " + " | ".join(policies) + " | oracle |", "|---" * (len(policies) + 2) + "|"]
     table: dict[str, list[float]] = {k: [] for k in policies}
+    table["oracle"] = []
     for r in rows:
         cells = []
         for name, make in policies.items():
             s, acc = replay(make(r), r["prompt"], r["output"], prof.cost_at, ns.n_predict)
             table[name].append(s)
             cells.append(f"{s:.3f} ({acc:.2f})")
+        s, acc = oracle(r["prompt"], r["output"], prof.cost_at, ns.n_predict)
+        table["oracle"].append(s)
+        cells.append(f"{s:.3f} ({acc:.2f})")
         lines.append(f"| {r['id']} | " + " | ".join(cells) + " |")
     for cat in cats + ["all"]:
         idx = [i for i, r in enumerate(rows) if cat in ("all", r["category"])]
         if idx:
-            means = " | ".join(f"**{np.mean([table[k][i] for i in idx]):.3f}**" for k in policies)
+            means = " | ".join(f"**{np.mean([v[i] for i in idx]):.3f}**" for v in table.values())
             lines.append(f"| **{cat}** ({len(idx)}) | {means} |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -77,6 +77,9 @@ def decode_loop(ctx: Context, drafter: Drafter, history: list[int], *, n_predict
         t2 = now()
 
         n_drafted = len(draft.tokens) if draft else 0
+        end = next((i for i, t in enumerate(draft.tokens[:n_acc]) if is_eog(t)), None) if draft else None
+        if end is not None:
+            n_acc = end + 1  # drafts past the end of generation were never going to be emitted
         if draft:
             drafter.observe(n_drafted, n_acc)
         stats.observe_cycle(n_drafted, n_acc)
