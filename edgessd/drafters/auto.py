@@ -10,8 +10,8 @@ length (attention cost grows with context, so the answer can change as it grows)
 Acceptance rates come from online estimates (counts with a prior and a slow decay). Layer
 skip has one per draft position. Lookup has one per *copy length*: the chance that the
 copied text goes on for one more token, given that it has followed its source for r tokens
-so far. A draft's i-th token after an n-token match has r = n + i, so the 3rd token after a
-2-token match and the 1st after a 4-token match share one estimate, and what a copy teaches
+so far. Draft token i (from 0) after an n-token match has r = n + i, so the 3rd token after
+a 2-token match and the 1st after a 4-token match share one estimate, and what a copy teaches
 at any length is used at every other (LOOKUP_PRIORS: longer copies are likelier to go on).
 
 Lookup is scored even in cycles that do not use it. Its proposal costs microseconds, so
@@ -26,8 +26,9 @@ ends, so a long copy is recognised while it is still under way.
 
 A drafter is used only when its predicted speedup beats plain decoding by a margin (6%:
 the estimates are learned online from few tokens, and a losing lookup draft costs most of
-a step on a CPU); when nothing does, the cycle is a plain step. So on a device where verifying k tokens
-costs almost k steps, layer skip is never used, and lookup only where it is accepted.
+a step on a CPU); when nothing does, the cycle is a plain step. So on a device where
+verifying k tokens costs almost k steps, layer skip is never used, and lookup only where
+it is accepted.
 """
 from __future__ import annotations
 
