@@ -158,8 +158,8 @@ def test_reading_an_index_while_another_process_saves_it_never_fails(tmp_path):
     loads = 0
     try:
         wait_line(writer, "ready")
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
+        start = time.monotonic()  # at least 3 s and 100 loads beside the writer; a busy machine takes longer
+        while (time.monotonic() - start < 3.0 or loads < 100) and time.monotonic() - start < 120:
             try:
                 load_index(target)
                 loads += 1
@@ -167,7 +167,7 @@ def test_reading_an_index_while_another_process_saves_it_never_fails(tmp_path):
                 failures[type(e).__name__] = failures.get(type(e).__name__, 0) + 1
     finally:
         kill(writer)
-    assert loads > 100 and failures == {}, f"{loads} loads, failures {failures}"
+    assert loads >= 100 and failures == {}, f"{loads} loads, failures {failures}"
 
 
 def test_anchors_learned_by_two_processes_are_both_kept(tmp_path):
