@@ -40,7 +40,7 @@ from edgessd.engine import Engine  # noqa: E402
 from edgessd.planner import CostModel  # noqa: E402
 from edgessd.profiler import load_profile, profile_path  # noqa: E402
 from edgessd.prompts import load_prompts  # noqa: E402
-from edgessd.sampling import SamplerParams  # noqa: E402
+from edgessd.sampling import SamplerParams, greedy_accept  # noqa: E402
 
 GREEDY = SamplerParams(temperature=0.0)
 
@@ -58,28 +58,21 @@ def oracle(prompt: list[int], output: list[int], cost_at: Callable[[int], CostMo
     history = list(prompt) + list(output)
     cost = np.full(n + 1, np.inf)
     cost[0] = 0.0
-    came = np.zeros(n + 1, dtype=int)  # the d of the best cycle that ends at g
+    prev = np.zeros(n + 1, dtype=int)    # the g where the best cycle ending here began ...
+    drafts = np.zeros(n + 1, dtype=int)  # ... and how many drafts it had accepted
     for g in range(n):
         c = cost_at(len(prompt) + g - 1)
         room = min(n_predict - g - 1, len(c.verify) - 1)
         cont = find_continuation(np.asarray(history[:len(prompt) + g]), n_min, n_max, room) if room > 0 else []
-        k = matched(cont, output[g:])
+        k = greedy_accept(cont, output[g:])
         for d in range(k + 1):
             to = min(g + d + 1, n)  # a draft may run through the end-of-generation token
             if cost[g] + c.V(d + 1) < cost[to]:
-                cost[to], came[to] = cost[g] + c.V(d + 1), d
+                cost[to], prev[to], drafts[to] = cost[g] + c.V(d + 1), g, d
     g, cycles, accepted = n, 0, 0
     while g > 0:
-        cycles, accepted, g = cycles + 1, accepted + came[g], max(g - came[g] - 1, 0)
+        cycles, accepted, g = cycles + 1, accepted + drafts[g], prev[g]
     return plain_ms(prompt, n, cost_at) / float(cost[n]), accepted / cycles
-
-
-def matched(draft, truth) -> int:
-    """How many leading draft tokens equal the truth: what a greedy verification accepts."""
-    k = 0
-    while k < len(draft) and k < len(truth) and int(draft[k]) == int(truth[k]):
-        k += 1
-    return k
 
 
 def plain_ms(prompt: list[int], n: int, cost_at: Callable[[int], CostModel]) -> float:
@@ -102,7 +95,7 @@ def replay(drafter, prompt: list[int], output: list[int], cost_at: Callable[[int
         draft = drafter.propose(DraftRequest(np.asarray(history, dtype=np.int32), pos, room, GREEDY,
                                              np.random.default_rng(0))) if room > 0 else None
         tokens = draft.tokens if draft else []
-        k = matched(tokens, output[done:])
+        k = greedy_accept(tokens, output[done:])
         t_spec += cost_at(pos).V(len(tokens) + 1)
         history += output[done:done + k + 1]
         done += k + 1
@@ -129,9 +122,10 @@ def greedy_output(eng: Engine, messages: list[dict], n_predict: int) -> tuple[li
     return prompt, output
 
 
-def record(model: str, prompts: list, n_predict: int, threads: int, path: Path | None) -> list[dict]:
+def record(model: str, model_sha256: str, prompts: list, n_predict: int, threads: int,
+           path: Path | None) -> list[dict]:
     """Plain greedy outputs of the prompts' first turns (reused from ``path`` when it matches)."""
-    key = {"model_sha256": registry.model_sha256(registry.resolve(model)), "n_predict": n_predict,
+    key = {"model_sha256": model_sha256, "n_predict": n_predict,
            "ids": [p.question_id for p in prompts]}
     if path is not None and path.exists():
         saved = json.loads(path.read_text())
@@ -166,7 +160,7 @@ def main() -> None:
     prompts = [p for p in load_prompts(ns.prompts) if p.category in cats]
     sha = registry.model_sha256(registry.resolve(ns.model))
     prof = load_profile(profile_path(sha, ns.threads), model_sha256=sha)
-    rows = record(ns.model, prompts, ns.n_predict, ns.threads, ns.record)
+    rows = record(ns.model, sha, prompts, ns.n_predict, ns.threads, ns.record)
 
     policies = {
         "auto": lambda r: AutoDrafter(prof.cost_at),  # as the engine makes it: d up to 16

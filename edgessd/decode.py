@@ -77,17 +77,16 @@ def decode_loop(ctx: Context, drafter: Drafter, history: list[int], *, n_predict
         t2 = now()
 
         n_drafted = len(draft.tokens) if draft else 0
-        end = next((i for i, t in enumerate(draft.tokens[:n_acc]) if is_eog(t)), None) if draft else None
-        if end is not None:
-            n_acc = end + 1  # drafts past the end of generation were never going to be emitted
+        emitted = (draft.tokens[:n_acc] if draft else []) + [nxt]
+        eos = next((i for i, t in enumerate(emitted) if is_eog(t)), None)
+        if eos is not None and eos < n_acc:
+            n_acc = eos + 1  # drafts past the end of generation were never going to be emitted
         if draft:
             drafter.observe(n_drafted, n_acc)
         stats.observe_cycle(n_drafted, n_acc)
         stats.t_draft_ms += (t1 - t0) * 1e3
         stats.t_verify_ms += (t2 - t1) * 1e3
 
-        emitted = (draft.tokens[:n_acc] if draft else []) + [nxt]
-        eos = next((i for i, t in enumerate(emitted) if is_eog(t)), None)
         if eos is not None:
             emitted = emitted[:eos]
         emitted = emitted[:n_predict - stats.n_generated]

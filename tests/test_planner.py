@@ -190,16 +190,18 @@ def test_predicted_speedup_trades_draft_cost_against_acceptance():
     assert predicted_speedup(cpu, 0.3, 0.0) < 1.0
 
 
+# V(k) / t(1) as profiled for qwen2.5-coder-1.5b on this project's 2-core CPU
+CPU_15B = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37]),
+                    attn=np.ones(4), mlp=np.ones(4))
+
+
 def test_auto_learns_past_the_drafted_length_from_the_whole_lookup_proposal():
     """A copy under way: drafting one token per cycle must not hide that twelve would be accepted."""
     from edgessd.drafters.auto import AutoDrafter
     from edgessd.drafters.base import DraftRequest
     from edgessd.sampling import SamplerParams
 
-    # V(k) / t(1) as profiled for qwen2.5-coder-1.5b on this project's 2-core CPU
-    cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37]),
-                    attn=np.ones(4), mlp=np.ones(4))
-    auto = AutoDrafter(lambda pos: cpu)
+    auto = AutoDrafter(lambda pos: CPU_15B)
     text = list(range(100, 140))
     history = text + text[:12]  # the model has started copying `text`
     rng = np.random.default_rng(0)
@@ -220,9 +222,7 @@ def test_auto_counts_each_copied_token_as_it_is_emitted_not_when_the_proposal_en
     from edgessd.drafters.base import DraftRequest
     from edgessd.sampling import SamplerParams
 
-    cpu = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37]),
-                    attn=np.ones(4), mlp=np.ones(4))
-    auto = AutoDrafter(lambda pos: cpu)
+    auto = AutoDrafter(lambda pos: CPU_15B)
     text = list(range(100, 140))
     history = text + text[:3]  # a copy of `text` has begun: a 3-token match, 12 tokens proposed
     rng = np.random.default_rng(0)
