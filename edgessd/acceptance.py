@@ -4,7 +4,9 @@ The share of positions where the draft's argmax (the same model under a skip mas
 with the full model's, over a token sequence, estimates the draft's per-token acceptance
 under greedy verification without running a generation.
 
-Two variants:
+Variants:
+- :func:`single_skip_matchness`: for the device profile, each single sublayer skipped in
+  turn, one masked pass over a continuation on the full model's prompt cache.
 - :func:`matchness`: one masked pass over the whole sequence. Cheapest, but every prefix
   state is the draft's own, so errors compound far beyond what drafting sees; it ranks
   sets poorly (bench/planner.py, section 4).
@@ -47,18 +49,32 @@ def matchness(ctx: Context, tokens: Sequence[int], flags: np.ndarray,
     return float(np.mean(got[skip_first:] == ref[skip_first:]))
 
 
-def single_skip_matchness(ctx: Context, tokens: Sequence[int], *,
+def single_skip_matchness(ctx: Context, tokens: Sequence[int], start: int = 1, *,
                           progress: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
-    """Matchness with each one sublayer skipped: float ``[L]`` for attention and ``[L]`` for MLP."""
+    """Matchness with each one sublayer skipped: float ``[L]`` for attention and ``[L]`` for MLP.
+
+    ``tokens[:start]`` (a prompt) is decoded once by the full model; each masked pass then
+    decodes only ``tokens[start - 1:]`` on top of that cache and scores its predictions of
+    ``tokens[start:]`` and beyond. That is the drafting situation (a full-model prefix), and
+    half the work of masking the prompt too.
+    """
     n_layer = ctx.model.n_layer
-    ref = argmax_rows(ctx, tokens, None)
+    start = min(max(1, start), len(tokens))
+    tail = list(tokens[start - 1:start - 1 + ctx.n_batch])  # one batch: all its logits are needed
+    ref = argmax_rows(ctx, tokens, None)[start - 1:start - 1 + len(tail)]
+    if start > 1:
+        ctx.decode(list(tokens[:start - 1]), 0)
     m_attn, m_mlp = np.ones(n_layer), np.ones(n_layer)
     for il in range(n_layer):
         for flag, dest in ((SKIP_ATTN, m_attn), (SKIP_FFN, m_mlp)):
             flags = np.zeros(n_layer, np.uint8)
             flags[il] = flag
-            dest[il] = matchness(ctx, tokens, flags, ref)
+            with ctx.skipping(flags):
+                ctx.decode(tail, start - 1, all_logits=True)
+                dest[il] = float(np.mean(np.argmax(ctx.logits(), axis=1) == ref))
+            ctx.kv_remove(start - 1)
             progress()
+    ctx.kv_clear()
     return m_attn, m_mlp
 
 

@@ -49,6 +49,22 @@ def test_profile_measures_and_is_saved_and_reused(small_profile, monkeypatch):
     assert isinstance(cost, CostModel) and cost.n_layer == 30 and cost.V(1) == pytest.approx(prof.t1(64))
 
 
+def test_verify_curve_is_measured_at_every_k_to_16_and_one_slow_run_does_not_lift_the_rest():
+    from edgessd.profiler import monotone_fit, verify_points
+
+    assert verify_points(16) == list(range(1, 17)) and verify_points(32)[-2:] == [24, 32]
+    times = np.array([1.0, 1.7, 2.3, 9.0, 3.5, 4.1, 4.6])  # V(4) hit by a slow run
+    fit = monotone_fit(times)
+    assert np.all(np.diff(fit) >= 0) and np.allclose(fit[:3], times[:3])
+    assert fit[-1] < 6.0  # a running maximum would say 9.0 for every k >= 4
+    assert np.allclose(monotone_fit(np.sort(times)), np.sort(times))  # a monotone curve stays as it is
+    # least squares among non-decreasing sequences: no such sequence on a grid is closer
+    grid = np.linspace(0, 10, 41)
+    best = min(((a, b, c) for a in grid for b in grid if b >= a for c in grid if c >= b),
+               key=lambda v: np.sum((np.array(v) - [3.0, 1.0, 2.0]) ** 2))
+    assert np.allclose(monotone_fit(np.array([3.0, 1.0, 2.0])), best)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "schema", "other-model", "nonsense", "negative"])
 def test_broken_profiles_are_rejected_with_a_reason(small_profile, tmp_path, damage):
     prof, where, _, _ = small_profile
@@ -151,3 +167,23 @@ def test_block_matchness_is_one_without_skips_and_tracks_real_acceptance(eng):
                         drafter=LayerSkipDrafter(eng.ctx, skip, max_tokens=3, p_min=0.0, adaptive=False)).stats.alpha
     assert 0.0 <= whole <= blk < 1.0  # a fully masked prefix compounds errors; drafting does not see that
     assert abs(blk - real) < abs(whole - real) + 0.05
+
+
+def test_single_skip_matchness_masks_only_the_continuation_on_the_full_models_prompt(eng):
+    from edgessd.acceptance import block_matchness, single_skip_matchness
+    from edgessd.skipset import SKIP_ATTN, SKIP_FFN
+
+    prompt = "The history of the Roman empire begins"
+    plain = eng.generate(prompt, n_predict=24, mode="plain")
+    seq = eng.tokenize(prompt) + plain.tokens
+    start = len(seq) - len(plain.tokens)
+    eng.reset()
+    m_attn, m_mlp = single_skip_matchness(eng.ctx, seq, start)
+    assert m_attn.shape == m_mlp.shape == (30,) and np.all((0 <= m_attn) & (m_attn <= 1))
+    assert m_mlp[0] < 0.2 < 0.5 < np.median(m_mlp)  # layer 0's MLP is vital; most single MLPs are not
+    for il, flag, got in ((0, SKIP_ATTN, m_attn[0]), (15, SKIP_FFN, m_mlp[15])):
+        flags = eng.model.skip_flags()
+        flags[il] = flag
+        # the same as one masked block over the continuation, decoded on the full model's prefix
+        assert got == pytest.approx(block_matchness(eng.ctx, seq, flags, start - 1, block=len(seq)))
+    eng.reset()
