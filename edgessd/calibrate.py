@@ -5,7 +5,7 @@ For each domain of a Spec-Bench JSONL file:
 1. Generate greedy references for the domain's search prompts with the full model.
 2. Search skip sets of a few sizes (a share of the 2L sublayers): seeds (the planner's
    knapsack choice from the device profile's sublayer matchness when there is one, even
-   spacing, attention-only, later-layers-first) and random single swaps from the best,
+   spacing, attention-only, MLP-only, later-layers-first) and random single swaps from the best,
    in the style of SWIFT. Each candidate is scored cheaply by block matchness over the
    references: the draft's argmax under the mask, teacher-forced from the full model's cache.
 3. Re-score the best few of each size by *real* acceptance: speculative decoding with the
@@ -106,6 +106,8 @@ def seed_sets(n_layer: int, n_skip: int, rng: np.random.Generator, planner_order
     spaced = inner[np.linspace(0, len(inner) - 1, max(1, (n_skip + 1) // 2)).round().astype(int)]
     seeds.append(np.concatenate([spaced, n_layer + spaced])[:n_skip])
     seeds.append(inner[::-1][:n_skip] if n_skip <= len(inner) else items[::-1][:n_skip])  # attention, late first
+    if n_skip <= len(inner):  # MLP only, evenly spaced: which kind a domain tolerates differs (FINDINGS §2)
+        seeds.append(n_layer + inner[np.linspace(0, len(inner) - 1, n_skip).round().astype(int)])
     late = np.concatenate([[il, n_layer + il] for il in inner[::-1]])
     seeds.append(late[:n_skip])
     seeds.append(rng.choice(items, n_skip, replace=False))

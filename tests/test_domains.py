@@ -246,3 +246,15 @@ def test_ood_threshold_separates_held_out_from_left_out_domains():
     # no left-out domain (one domain calibrated): the largest in-domain distance plus 10%
     t, stats = ood_threshold(d_in, np.zeros(0))
     assert t == pytest.approx(0.22) and stats["method"].startswith("max in-domain")
+
+
+def test_search_seeds_have_the_asked_size_keep_the_ends_and_include_attention_only_and_mlp_only():
+    from edgessd.calibrate import seed_sets
+
+    L = 28
+    for n_skip in (4, 14, 26):
+        seeds = seed_sets(L, n_skip, np.random.default_rng(0), planner_order=None)
+        assert all(s.n_skipped == n_skip for s in seeds)
+        assert all(not ({0, L - 1} & (set(s.attn) | set(s.mlp))) for s in seeds)
+        assert any(not s.mlp for s in seeds) and any(not s.attn for s in seeds)
+        assert len(set(seeds)) == len(seeds)
