@@ -11,10 +11,13 @@ For each domain of a Spec-Bench JSONL file:
 3. Re-score the best few of each size by *real* acceptance: speculative decoding with the
    set, counting accepted drafts per cycle.
 4. Choose: every domain measures every domain's best set of each size by real acceptance
-   on ``n_select`` of its prompts that the search did not use, and keeps the best. A set
-   that won on four search prompts often won by chance; on smollm2-135m, choosing on the
-   search prompts themselves gave sets that did worse on the evaluation split than one
-   other domain's set did (bench/results/domains-smollm2-135m.md, first index).
+   on ``n_select`` of its prompts that the search did not use. The set best over all
+   domains is every domain's, unless a domain's own best beats it there by more than
+   ``own_margin`` (choose_sets). A set that won on four search prompts often won by
+   chance; on smollm2-135m, choosing on the search prompts themselves gave sets that did
+   worse on the evaluation split than one other domain's set did, and on
+   qwen2.5-coder-1.5b, each domain's best on its selection prompts gave 0.92x of the
+   common best set on the evaluation split.
 5. Features of every calibration prompt (features.py) -> K-means anchors per domain.
    The out-of-domain threshold comes from two kinds of held-out distance: in-domain
    prompts the anchors did not see (a quarter of each domain), and each domain's prompts
@@ -48,6 +51,7 @@ class CalibrationConfig:
     draft_len: int = 4        # drafts per cycle when measuring acceptance
     anchors: int = 4          # K-means anchors per domain
     k: int = 1                # neighbours consulted when routing
+    own_margin: float = 0.1   # a domain keeps its own set only if it beats the common best by this
     feature: FeatureSpec = field(default_factory=lambda: FeatureSpec(last_layers=8))
     seed: int = 0
 
@@ -183,8 +187,8 @@ def select_prompts(prs: list[Prompt], cfg: CalibrationConfig) -> list[Prompt]:
 
 def cross_select(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str, list[DomainSet]],
                  cfg: CalibrationConfig, tick: Callable[[], None]) -> dict[str, dict[str, dict[str, float]]]:
-    """Give each domain, at each size, the best of *every* domain's set at that size, measured
-    by real acceptance on prompts the search did not see. Replaces ``domains`` in place, each
+    """Give each domain, at each size, one of *every* domain's sets at that size (choose_sets),
+    measured by real acceptance on prompts the search did not see. Replaces ``domains`` in place, each
     set with the acceptance measured on the selection prompts; returns every measurement
     (size -> domain -> set -> mean accepted) for the sidecar."""
     sizes = sorted({s.skip.n_skipped for sets in domains.values() for s in sets})
@@ -194,6 +198,7 @@ def cross_select(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str
     for n in sizes:
         pool = list(dict.fromkeys(s.skip for sets in domains.values() for s in sets if s.skip.n_skipped == n))
         table[str(n)] = {}
+        found: dict[str, dict[str, DomainSet]] = {}
         for dom, prs in groups.items():
             sel = select_prompts(prs, cfg)
             measured = []
@@ -202,12 +207,38 @@ def cross_select(eng: Engine, groups: dict[str, list[Prompt]], domains: dict[str
                 runs += 1
                 tick()
             table[str(n)][dom] = {m.skip.spec(): round(m.mean_accepted, 4) for m in measured}
-            chosen[dom].append(max(measured, key=lambda m: m.mean_accepted))
+            found[dom] = {m.skip.spec(): m for m in measured}
+        pick = choose_sets(table[str(n)], cfg.own_margin)
+        for dom in groups:
+            chosen[dom].append(found[dom][pick[dom]])
     for _ in range(cross_select_steps(groups, cfg) - runs):
         tick()  # domains that found the same set leave a smaller pool: the bar still ends full
     for dom in groups:
         domains[dom] = sorted(chosen[dom], key=lambda ds: -ds.mean_accepted)
     return table
+
+
+def choose_sets(measured: dict[str, dict[str, float]], own_margin: float) -> dict[str, str]:
+    """Each domain's set from ``measured`` (domain -> set -> mean accepted on its selection
+    prompts): the set best over all domains (equal weight), unless the domain's own best
+    beats that one on the domain by more than ``own_margin`` (relative).
+
+    Sets of one size found by separate searches often accept within a few percent of each
+    other, and a few selection prompts cannot rank them: on qwen2.5-coder-1.5b, taking each
+    domain's own best gave a stream 0.92x of the one best set. A domain keeps a set of its
+    own only where the difference is larger than that noise.
+
+    >>> choose_sets({"a": {"x": 1.0, "y": 1.05}, "b": {"x": 2.0, "y": 1.0}, "c": {"x": 0.5, "y": 1.0}}, 0.1)
+    {'a': 'x', 'b': 'x', 'c': 'y'}
+    """
+    sets = sorted({s for row in measured.values() for s in row})
+    mean = {s: float(np.mean([row.get(s, 0.0) for row in measured.values()])) for s in sets}
+    common = max(sets, key=lambda s: (mean[s], s))
+    out = {}
+    for dom, row in measured.items():
+        own = max(row, key=lambda s: (row[s], s == common))
+        out[dom] = own if row[own] > (1.0 + own_margin) * row.get(common, 0.0) else common
+    return out
 
 
 def cross_select_steps(groups: dict[str, list[Prompt]], cfg: CalibrationConfig) -> int:

@@ -258,3 +258,31 @@ def test_search_seeds_have_the_asked_size_keep_the_ends_and_include_attention_on
         assert all(not ({0, L - 1} & (set(s.attn) | set(s.mlp))) for s in seeds)
         assert any(not s.mlp for s in seeds) and any(not s.attn for s in seeds)
         assert len(set(seeds)) == len(seeds)
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+def test_every_shipped_index_loads_for_its_model_and_routes_its_anchors_home(name):
+    sha = registry.spec(name).sha256
+    idx = load_index(shipped_index_dir(sha), model_sha256=sha)  # validates the sidecar and the anchors file
+    assert set(idx.domains) == {"chat", "code", "math", "qa", "summarization", "translation"}
+    assert 0.0 < idx.ood_distance < 1.0
+    assert all(sets and sets[0].skip.n_skipped > 0 and sets[0].mean_accepted > 0 for sets in idx.domains.values())
+    for anchor, dom in zip(idx.anchors, idx.anchor_domains):
+        assert idx.route(anchor).domain == dom
+
+
+def test_a_domain_keeps_a_set_of_its_own_only_where_it_clearly_beats_the_common_best():
+    from edgessd.calibrate import choose_sets
+
+    # qwen2.5-coder-1.5b's selection table (14 of 56 sublayers): the sets differ by noise
+    table = {"chat": {"x": 1.57, "y": 1.32, "z": 1.32}, "code": {"x": 1.82, "y": 1.91, "z": 1.91},
+             "math": {"x": 2.56, "y": 2.56, "z": 2.69}, "qa": {"x": 2.00, "y": 2.00, "z": 2.00},
+             "summarization": {"x": 1.67, "y": 1.67, "z": 1.46}, "translation": {"x": 1.17, "y": 1.23, "z": 1.07}}
+    assert set(choose_sets(table, 0.1).values()) == {"x"}
+    assert choose_sets(table, 0.0) == {"chat": "x", "code": "y", "math": "z", "qa": "x",
+                                       "summarization": "x", "translation": "y"}  # ties go to the common set
+    # a set far better in one domain (FINDINGS §2: 2.73 against 0.46) becomes the common one here,
+    # and chat, which x serves 19% better than y, keeps x
+    table["translation"] = {"x": 0.46, "y": 1.10, "z": 0.50}
+    picks = choose_sets(table, 0.1)
+    assert picks["translation"] == picks["code"] == "y" and picks["chat"] == "x"
