@@ -16,6 +16,19 @@ ARCH_MODELS = [("smollm2-135m", "llama"), ("qwen2.5-coder-0.5b", "qwen2"), ("gem
 
 _models: dict[str, object] = {}
 
+# V(k) / t(1), k = 1..10, of qwen2.5-coder-1.5b on this project's 2-core CPU, from an earlier
+# profile (fastest runs, V(9) and V(10) interpolated): a compute-bound cost model for unit tests
+CPU_15B_V = (1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37, 8.6, 8.8)
+
+
+def cpu_15b(k_max: int):
+    """A CostModel with t(1) = 10 ms and CPU_15B_V up to V(k_max)."""
+    import numpy as np
+
+    from edgessd.planner import CostModel
+
+    return CostModel(t1=10.0, verify=10.0 * np.array(CPU_15B_V[:k_max]), attn=np.ones(4), mlp=np.ones(4))
+
 
 def load_model(name: str):
     """A session-wide loaded Model for registry name ``name``."""

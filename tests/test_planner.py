@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import cpu_15b
 
 from edgessd.planner import CostModel, choose, expected_tokens, knapsack, plan_layerskip, plan_lookup, recover
 
@@ -164,9 +165,7 @@ def test_tracker_with_no_data_is_the_prior_and_decays_towards_new_evidence():
     assert np.allclose(t.rate[1:], 0.7)  # never reached: still the prior
 
 
-# V(k) / t(1) as profiled for qwen2.5-coder-1.5b on this project's 2-core CPU
-CPU_15B = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37]),
-                    attn=np.ones(4), mlp=np.ones(4))
+CPU_15B = cpu_15b(8)
 
 
 def test_best_draft_len_drafts_long_only_where_acceptance_holds_up():

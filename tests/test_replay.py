@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import cpu_15b
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -15,11 +15,8 @@ from edgessd.drafters import NoDrafter  # noqa: E402
 from edgessd.drafters.auto import AutoDrafter  # noqa: E402
 from edgessd.drafters.lookup import LookupDrafter  # noqa: E402
 from edgessd.engine import Engine  # noqa: E402
-from edgessd.planner import CostModel  # noqa: E402
 
-# V(k) / t(1) as profiled for qwen2.5-coder-1.5b on this project's 2-core CPU
-CPU = CostModel(t1=10.0, verify=10.0 * np.array([1.0, 1.72, 2.44, 3.32, 3.80, 4.54, 6.45, 8.37, 8.6, 8.8]),
-                attn=np.ones(4), mlp=np.ones(4))
+CPU = cpu_15b(10)
 PROMPT = [{"role": "user", "content": "Copy this list exactly, one item per line: apple, banana, cherry, date, "
                                       "elderberry, fig, grape, kiwi, lemon, mango, nectarine, orange."}]
 
