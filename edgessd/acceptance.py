@@ -49,6 +49,16 @@ def matchness(ctx: Context, tokens: Sequence[int], flags: np.ndarray,
     return float(np.mean(got[skip_first:] == ref[skip_first:]))
 
 
+def masked_argmax(ctx: Context, tokens: Sequence[int], pos0: int, flags: np.ndarray) -> np.ndarray:
+    """Argmax of every row of ``tokens`` decoded at ``pos0..`` under ``flags`` on top of the
+    cache, which it leaves as it found it (positions from ``pos0`` removed)."""
+    with ctx.skipping(flags):
+        ctx.decode(list(tokens), pos0, all_logits=True)
+        got = np.argmax(ctx.logits(), axis=1)
+    ctx.kv_remove(pos0)
+    return got
+
+
 def single_skip_matchness(ctx: Context, tokens: Sequence[int], start: int = 1, *,
                           progress: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
     """Matchness with each one sublayer skipped: float ``[L]`` for attention and ``[L]`` for MLP.
@@ -69,10 +79,7 @@ def single_skip_matchness(ctx: Context, tokens: Sequence[int], start: int = 1, *
         for flag, dest in ((SKIP_ATTN, m_attn), (SKIP_FFN, m_mlp)):
             flags = np.zeros(n_layer, np.uint8)
             flags[il] = flag
-            with ctx.skipping(flags):
-                ctx.decode(tail, start - 1, all_logits=True)
-                dest[il] = float(np.mean(np.argmax(ctx.logits(), axis=1) == ref))
-            ctx.kv_remove(start - 1)
+            dest[il] = float(np.mean(masked_argmax(ctx, tail, start - 1, flags) == ref))
             progress()
     ctx.kv_clear()
     return m_attn, m_mlp
@@ -94,10 +101,7 @@ def block_matchness(ctx: Context, tokens: Sequence[int], flags: np.ndarray, star
         ctx.decode(list(tokens[:start]), 0)
     for b in range(start, n, block):
         chunk = list(tokens[b:b + block])
-        with ctx.skipping(flags):
-            ctx.decode(chunk, b, all_logits=True)
-            got = np.argmax(ctx.logits(), axis=1)
-        ctx.kv_remove(b)
+        got = masked_argmax(ctx, chunk, b, flags)
         ctx.decode(chunk, b)
         # got[i] predicts the token after chunk[i]; the block's last prediction is still scored
         hits += int(np.sum(got == ref[b:b + len(chunk)]))

@@ -205,9 +205,10 @@ def _time_ms(fn: Callable[[], None], reps: int, *, warm_up: bool = True) -> tupl
 
     The fastest run estimates a cost free of interference: differences of minima isolate
     one sublayer's cost. The mean is what a generation pays on this machine, interference
-    included, and that is what a prediction must use: on the 2-core VM a 4-token batch's
-    fastest run was 2.4 t(1) but real verifications averaged 3.4 t(1), since every thread
-    of a batch waits for the slowest and a batch gives a delay more time to strike.
+    included, and that is what a prediction must use: on the 2-core VM, profiles from
+    fastest runs put a 4-token batch at 2.6-2.8 t(1), but real verifications averaged
+    3.4 t(1), since every thread of a batch waits for the slowest and a batch gives a
+    delay more time to strike.
     """
     if warm_up:
         fn()
@@ -246,8 +247,8 @@ def verify_points(k_max: int) -> list[int]:
     """The k at which V(k) is measured: every k up to 16, then sparser.
 
     Not smooth on a CPU: the matmul kernels change with the batch size. On the 2-core
-    EPYC, qwen2.5-coder-1.5b's V(8) was 1.9 t(1) more than V(6), while V(16) was hardly
-    more than V(12); an interpolated V(7) would have been off by a step's cost."""
+    EPYC, qwen2.5-coder-1.5b's V(7) is 4-5 t(1) and V(8) 6-7 t(1); interpolated between
+    V(6) and V(8) of an earlier profile, V(7) was 1.5-2.5 t(1) too high."""
     return sorted({k for k in (*range(1, 17), 24, 32) if k <= k_max} | {k_max})
 
 
