@@ -4,10 +4,15 @@
     python patches/build.py            # build (or reuse) the wheel and install it
     python patches/build.py --print-key  # show the cache key and exit
 
-Steps: download the pinned sdist with pip, check its sha256, apply every
-``patches/*.patch`` in name order (a hunk that does not apply stops the build
-and names the file), build a wheel without the multimodal library, cache it
-under the user cache directory keyed by everything that changes it, install it.
+Steps: download the pinned sdist with pip, check its sha256, copy edgessd's CPU
+kernels (``patches/cpu-kernels/``) into ggml-cpu, apply every ``patches/*.patch``
+in name order (a hunk that does not apply stops the build and names the file),
+build a wheel without the multimodal library, cache it under the user cache
+directory keyed by everything that changes it, install it.
+
+A CPU that reports AMX but faults on its first tile instruction (seen in VMs)
+builds with ``-DEDGESSD_NO_AMX=ON``, so ggml's AMX path is left out instead of
+crashing every batch.
 
 Backend, from ``EDGESSD_BACKEND`` (cpu | cuda | metal | auto, default auto):
 auto picks metal on macOS arm64, cuda when nvcc is on PATH *and* an NVIDIA GPU
@@ -38,6 +43,8 @@ VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 PATCH_DIR = Path(__file__).resolve().parent
+KERNEL_DIR = PATCH_DIR / "cpu-kernels"          # copied to ggml/src/ggml-cpu/edgessd/
+KERNEL_DEST = Path("vendor/llama.cpp/ggml/src/ggml-cpu/edgessd")
 sys.path.insert(0, str(PATCH_DIR.parent))
 from edgessd.fsutil import cache_dir, file_lock, sha256_file  # noqa: E402  (stdlib-only module)
 
@@ -73,6 +80,39 @@ def choose_backend() -> str:
     return "cpu"
 
 
+AMX_PROBE = r"""
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    if (syscall(SYS_arch_prctl, 0x1023, 18)) return 2;  /* ARCH_REQ_XCOMP_PERM, XTILEDATA */
+    unsigned char cfg[64] = {0};
+    cfg[0] = 1; cfg[16] = 64; cfg[48] = 16;               /* palette 1, tile 0: 16 x 64 bytes */
+    _tile_loadconfig(cfg);
+    _tile_zero(0);
+    _tile_release();
+    return 0;
+}
+"""
+
+
+def amx_unusable() -> bool:
+    """True where the CPU reports AMX but a tile instruction faults (so ggml's AMX would crash)."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    if "amx_tile" not in cpu_fingerprint().split():
+        return False
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        return False
+    with tempfile.TemporaryDirectory(prefix="edgessd-amx-") as tmp:
+        src, exe = Path(tmp) / "amx.c", Path(tmp) / "amx"
+        src.write_text(AMX_PROBE)
+        if run([cc, "-O1", "-mamx-tile", "-o", str(exe), str(src)], capture_output=True).returncode != 0:
+            return False  # a compiler without AMX support does not build ggml's AMX path either
+        return run([str(exe)], capture_output=True).returncode != 0
+
+
 def cmake_args(backend: str) -> list[str]:
     args = list(BASE_CMAKE_ARGS)
     if backend == "cuda":
@@ -84,6 +124,8 @@ def cmake_args(backend: str) -> list[str]:
         args += ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]
     else:
         args += ["-DGGML_CUDA=OFF", "-DGGML_METAL=OFF"]
+    if backend != "metal" and amx_unusable():
+        args += ["-DEDGESSD_NO_AMX=ON"]
     args += shlex.split(os.environ.get("EDGESSD_CMAKE_ARGS", ""))
     return args
 
@@ -102,12 +144,16 @@ def patch_files() -> list[Path]:
     return sorted(PATCH_DIR.glob("*.patch"))
 
 
+def kernel_files() -> list[Path]:
+    return sorted(p for p in KERNEL_DIR.iterdir() if p.suffix in (".c", ".h"))
+
+
 def build_key(backend: str, args: list[str]) -> str:
     h = hashlib.sha256()
     parts = [VERSION, SDIST_SHA256, backend, json.dumps(args), sys.platform, platform.machine(), cpu_fingerprint()]
     for p in parts:
         h.update(p.encode() + b"\0")
-    for p in patch_files():
+    for p in patch_files() + kernel_files():
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
@@ -136,7 +182,16 @@ def fetch_sdist(dest: Path) -> Path:
     return path
 
 
+def copy_kernels(src: Path) -> None:
+    dest = src / KERNEL_DEST
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in kernel_files():
+        shutil.copy2(f, dest / f.name)
+    print(f"edgessd: copied {len(kernel_files())} kernel sources to {KERNEL_DEST}", flush=True)
+
+
 def apply_patches(src: Path) -> None:
+    copy_kernels(src)
     for patch in patch_files():
         check = run(["patch", "-p1", "--forward", "--batch", "--dry-run", "-i", str(patch)],
                     cwd=src, capture_output=True, text=True)
@@ -199,7 +254,7 @@ def cached_wheel(key: str, backend: str, args: list[str]) -> Path:
         try:
             wheel = build_wheel(sdist, args, staging, root / "logs" / f"build-{key}.log")
             meta = {"key": key, "version": VERSION, "backend": backend, "cmake_args": args,
-                    "patches": {p.name: sha256_file(p) for p in patch_files()}}
+                    "patches": {p.name: sha256_file(p) for p in patch_files() + kernel_files()}}
             (staging / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
             os.replace(staging, wheel_dir)  # atomic: a half-built wheel is never seen
         finally:
