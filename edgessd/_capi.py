@@ -92,6 +92,40 @@ def skip_api() -> SkipAPI:
     return _SKIP
 
 
+_KERNELS: str | None = None
+_CLAIMS = None
+
+
+def cpu_kernels_cover(ggml_type: int) -> bool:
+    """Whether the kernels in use (:func:`cpu_kernels`) take weights of this ggml type id."""
+    global _CLAIMS
+    if cpu_kernels() == "stock":
+        return False
+    if _CLAIMS is None:
+        _CLAIMS = ctypes.CDLL(str(Path(C._lib._name).parent / "libggml-cpu.so")).ggml_cpu_edgessd_claims
+        _CLAIMS.argtypes, _CLAIMS.restype = [ctypes.c_int], ctypes.c_bool
+    return bool(_CLAIMS(ggml_type))
+
+
+def cpu_kernels() -> str:
+    """The CPU matmul kernels small batches run on: ``avx512``, ``avx2`` or ``ref`` for
+    edgessd's bit-exact ones (patch 0005), ``stock`` for ggml's own. ``EDGESSD_CPU_KERNELS``
+    (auto|stock|ref|avx2|avx512, read once per process) chooses; a build without the patch
+    reports ``stock``."""
+    global _KERNELS
+    if _KERNELS is None:
+        lib_dir = Path(getattr(C._lib, "_name", "")).parent
+        try:
+            cpu = ctypes.CDLL(str(lib_dir / "libggml-cpu.so"))
+            fn = cpu.ggml_cpu_edgessd_kernels
+        except (OSError, AttributeError):
+            _KERNELS = "stock"
+        else:
+            fn.argtypes, fn.restype = [], ctypes.c_char_p
+            _KERNELS = fn().decode()
+    return _KERNELS
+
+
 def _init_backend() -> None:
     global _LOG_CB
     if _LOG_CB is not None:

@@ -48,8 +48,15 @@ def backend() -> str:
         return "unknown"
 
 
+def cpu_kernels() -> str:
+    """The CPU matmul kernels that small batches run on (see edgessd._capi.cpu_kernels)."""
+    from ._capi import cpu_kernels as kernels
+
+    return kernels()
+
+
 def fingerprint(n_threads: int | None = None) -> dict:
-    """CPU, cores, memory, backend, GPU: what a profile's timings depend on."""
+    """CPU, cores, memory, backend, GPU, CPU kernels: what a profile's timings depend on."""
     fp = {
         "cpu": cpu_model(),
         "machine": platform.machine(),
@@ -59,6 +66,7 @@ def fingerprint(n_threads: int | None = None) -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "backend": backend(),
         "gpu": gpu_name(),
+        "cpu_kernels": cpu_kernels(),
     }
     if n_threads is not None:
         fp["threads"] = n_threads

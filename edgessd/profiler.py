@@ -108,7 +108,7 @@ class ProfileError(EdgessdError):
 
 def profile_path(model_sha256: str, n_threads: int) -> Path:
     fp = device.fingerprint(n_threads)
-    tag = f"{fp['backend']}-t{n_threads}"
+    tag = f"{fp['backend']}-{fp['cpu_kernels']}-t{n_threads}"
     return cache_dir() / "profiles" / f"{model_sha256[:16]}-{tag}.json"
 
 

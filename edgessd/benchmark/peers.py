@@ -83,6 +83,13 @@ class PeerSetup:
     commands: dict[str, list[str]] = field(default_factory=dict)  # one example command per peer
 
 
+def STOCK_ENV() -> dict[str, str]:  # noqa: N802 - reads as the constant it stands for
+    """The environment peers run in: ggml's stock CPU kernels. The tools are built from the same
+    patched source, so without this they would run edgessd's batch kernels, and a comparison
+    "against llama.cpp" would compare edgessd with itself."""
+    return dict(os.environ, EDGESSD_CPU_KERNELS="stock")
+
+
 def installed_build_key() -> str | None:
     """The key of the installed patched libllama (written by patches/build.py)."""
     try:
@@ -193,7 +200,7 @@ def run_tool(name: str, setup: PeerSetup, prompt: str, n_predict: int, seed: int
     setup.commands.setdefault(name, [a if a != prompt else "PROMPT" for a in cmd])
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, env=STOCK_ENV())
     except subprocess.TimeoutExpired:
         raise PeerError(f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from None
     if r.returncode != 0:
@@ -212,7 +219,8 @@ def run_lcp_lookup(setup: PeerSetup, prompts: list[str], n_predict: int, timeout
     cmd = [sys.executable, "-m", "edgessd.benchmark.lcp_worker"]
     setup.commands.setdefault("llama-cpp-python-lookup", [*cmd, f"(num_pred_tokens={pred}, max_ngram_size=2)"])
     try:
-        r = subprocess.run(cmd, input=json.dumps(job), capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, input=json.dumps(job), capture_output=True, text=True, timeout=timeout,
+                           env=STOCK_ENV())
     except subprocess.TimeoutExpired:
         raise PeerError(f"llama-cpp-python lookup timed out after {timeout:.0f} s") from None
     if r.returncode != 0:

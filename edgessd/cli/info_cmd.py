@@ -162,7 +162,29 @@ def model_info(model: str | None, n_threads: int | None) -> dict:
     return {"model": model or registry.default_model_name(), "path": str(path), "sha256": sha, **facts,
             "chat_template": {"present": bool(template), "first_line": template.splitlines()[0] if template else None},
             "layer_skip": skip, "profile": profile_summary(sha, threads), "domain_index": domain_index(sha),
-            "device": device.fingerprint(threads)}
+            "device": device.fingerprint(threads), "cpu_kernels": kernel_coverage(facts["tensor_bytes"])}
+
+
+def kernel_coverage(tensor_bytes: dict[str, int]) -> dict:
+    """Which of the model's weight types (by bytes) edgessd's bit-exact CPU kernels take."""
+    import gguf
+
+    from .._capi import cpu_kernels, cpu_kernels_cover
+
+    total = sum(v for t, v in tensor_bytes.items() if t != "F32") or 1
+    covered = {t: cpu_kernels_cover(gguf.GGMLQuantizationType[t].value) for t in tensor_bytes
+               if t in gguf.GGMLQuantizationType.__members__ and t != "F32"}  # F32: norms, not matmuls
+    share = sum(tensor_bytes[t] for t, ok in covered.items() if ok) / total
+    return {"kernels": cpu_kernels(), "covered": sorted(t for t, ok in covered.items() if ok),
+            "not_covered": sorted(t for t, ok in covered.items() if not ok), "covered_bytes": share}
+
+
+def kernels_line(k: dict) -> str:
+    if k["kernels"] == "stock":
+        return "stock (ggml's own; batched logits may differ from one-token decoding at near-ties)"
+    left = f"; stock for {', '.join(k['not_covered'])}" if k["not_covered"] else ""
+    return (f"edgessd {k['kernels']}, bit-exact batches for {', '.join(k['covered']) or 'none'} "
+            f"({100 * k['covered_bytes']:.0f}% of the bytes){left} (EDGESSD_CPU_KERNELS=stock for ggml's)")
 
 
 def format_info(info: dict) -> str:
@@ -187,6 +209,7 @@ def format_info(info: dict) -> str:
         ("quantization", f"{info['file_type']} (bytes by tensor type: {shares})"),
         ("chat template", f"yes: {tmpl['first_line'][:80]}" if tmpl["present"] else "none"),
         ("layer skip", "supported" if info["layer_skip"] else f"not supported for {info['architecture']}"),
+        ("cpu kernels", kernels_line(info["cpu_kernels"])),
         ("profile", prof_line), *[("", f"also: {p}") for p in prof["others"]],
         ("domain index", "none" if idx is None else
          f"broken, ignored: {idx['reason']}" if not idx["found"] else
