@@ -30,6 +30,19 @@ def cpu_15b(k_max: int):
     return CostModel(t1=10.0, verify=10.0 * np.array(CPU_15B_V[:k_max]), attn=np.ones(4), mlp=np.ones(4))
 
 
+def batches_exact(path) -> bool:
+    """Whether a k-token batch gives exactly the logits of k one-token decodes for this model
+    here: edgessd's CPU kernels are in use and cover every matmul weight type of the file."""
+    import gguf
+
+    from edgessd._capi import cpu_kernels, cpu_kernels_cover
+
+    if cpu_kernels() == "stock":
+        return False
+    types = {t.tensor_type for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2}
+    return all(cpu_kernels_cover(int(t)) for t in types)
+
+
 def load_model(name: str):
     """A session-wide loaded Model for registry name ``name``."""
     from edgessd import registry

@@ -98,3 +98,35 @@ def write_tiny_qwen3(path: Path, *, n_layer: int = 4, n_embd: int = 64, n_head: 
         writer.add_tensor(f"blk.{i}.ffn_up.weight", w(2 * n_embd, n_embd))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, 2 * n_embd))
     return _finish(writer, path)
+
+
+def write_tiny_llama(path: Path, *, n_layer: int = 2, n_embd: int = 256, n_head: int = 4, n_head_kv: int = 2,
+                     n_ff: int = 512, n_vocab: int = 512, n_ctx: int = 256) -> Path:
+    """Llama with every width a multiple of 256, so that each quantized type (K-quants too) can
+    hold every matmul weight: the input for tests that quantize it with llama.cpp."""
+    rng = np.random.default_rng(2)
+    head = n_embd // n_head
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    writer = _writer(path, "llama", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head,
+                     n_vocab=n_vocab, n_ctx=n_ctx)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_rope_dimension_count(head)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    writer.add_tensor("output.weight", w(n_vocab, n_embd))
+    for i in range(n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", w(n_head * head, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", w(n_head_kv * head, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", w(n_head_kv * head, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", w(n_embd, n_head * head))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", w(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", w(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", w(n_embd, n_ff))
+    return _finish(writer, path)

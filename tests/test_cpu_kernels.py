@@ -1,0 +1,160 @@
+"""edgessd's CPU batch kernels (patch 0005, patches/cpu-kernels/): bit-exact by construction.
+
+- Each SIMD variant this CPU runs equals the C specification bit for bit on random blocks
+  (tests/c/check_cpu_kernels.c, compiled here from the same sources the build uses).
+- A k-token batch's logits are *equal* (not close) to k one-token decodes, k = 2..16, on
+  every registry model and on tiny models that llama.cpp quantizes here to each covered type.
+- ``EDGESSD_CPU_KERNELS`` switches kernels per process; ``stock`` gives ggml's own.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from conftest import REPO, load_model
+
+KERNELS = REPO / "patches" / "cpu-kernels"
+KS = range(2, 17)
+PROMPT = "The quick brown fox jumps over the lazy dog. In the beginning was the word, and the word was with"
+CONT = " God, and the word was God. He was in the beginning with God; all things were made through him."
+
+# llama_ftype of a pure quantization to each covered type
+FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q6_K": 18}
+
+
+def cpu_flags() -> set[str]:
+    try:
+        m = re.search(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return set(m.group(1).split()) if m else set()
+    except OSError:
+        return set()
+
+
+def x86_simd() -> bool:
+    return {"avx2", "fma", "f16c"} <= cpu_flags()
+
+
+needs_kernels = pytest.mark.skipif(not x86_simd(), reason="edgessd's batch kernels are x86 AVX2/AVX-512 only; "
+                                                          "elsewhere ggml's stock kernels run")
+
+
+def test_every_simd_variant_equals_the_c_specification(tmp_path):
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build llama.cpp, and so to check its kernels"
+    exe = tmp_path / "check_cpu_kernels"
+    srcs = [str(REPO / "tests" / "c" / "check_cpu_kernels.c")] + [str(p) for p in sorted(KERNELS.glob("*.c"))]
+    build = subprocess.run([cc, "-O3", "-std=gnu11", "-Wall", "-Werror", "-I", str(KERNELS), "-o", str(exe),
+                            *srcs, "-lm"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    isas = r.stdout.splitlines()[0].split(":")[1].split()
+    assert "ref" in isas
+    if x86_simd():
+        assert "avx2" in isas
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"} <= cpu_flags():
+        assert "avx512" in isas
+    m = re.search(r"^(\d+) passed, (\d+) failed$", r.stdout, re.M)
+    assert m and int(m.group(1)) > 1000 and m.group(2) == "0", r.stdout[-2000:]
+
+
+def assert_batches_equal_single_steps(model, prompt: list[int], cont: list[int]) -> None:
+    """Decode ``prompt``, then for each k: cont[:k] as one batch with every row's logits, against
+    the same k tokens decoded one at a time; the logits must match bit for bit."""
+    from edgessd._capi import Context
+
+    ctx = Context(model, n_ctx=256, n_batch=64, n_threads=2)
+    try:
+        ctx.decode(prompt, 0)
+        p = len(prompt)
+        for k in KS:
+            toks = cont[:k]
+            assert len(toks) == k
+            ctx.decode(toks, p, all_logits=True)
+            batch = np.array(ctx.logits()[:k])
+            ctx.kv_remove(p)
+            single = []
+            for i, t in enumerate(toks):
+                ctx.decode([t], p + i)
+                single.append(np.array(ctx.logits()[-1]))
+            ctx.kv_remove(p)
+            single = np.stack(single)
+            differ = np.flatnonzero((batch.view(np.uint32) != single.view(np.uint32)).any(axis=1))
+            assert differ.size == 0, (f"k={k}: rows {differ.tolist()} differ from one-token decodes, "
+                                      f"by up to {np.abs(batch - single).max():.3g}")
+    finally:
+        ctx.close()
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["smollm2-135m", pytest.param("qwen2.5-coder-0.5b", marks=pytest.mark.slow),
+                                  pytest.param("gemma3-270m", marks=pytest.mark.slow),
+                                  pytest.param("qwen2.5-coder-1.5b", marks=pytest.mark.slow)])
+def test_a_batch_gives_the_logits_of_one_token_decodes_on_every_registry_model(name):
+    from edgessd._capi import cpu_kernels
+
+    assert cpu_kernels() in ("avx2", "avx512"), f"kernels {cpu_kernels()!r} on an AVX2 CPU"
+    model = load_model(name)
+    prompt = model.tokenize(PROMPT)
+    cont = model.tokenize(CONT, add_special=False)
+    assert_batches_equal_single_steps(model, prompt, cont)
+
+
+def quantize(src: Path, dst: Path, ftype: int) -> Path:
+    import llama_cpp.llama_cpp as C
+
+    params = C.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.pure = True
+    params.nthread = 2
+    rc = C.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    assert rc == 0, f"llama_model_quantize failed ({rc})"
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_f32(tmp_path_factory):
+    from tinygguf import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("gguf") / "tiny-llama-f32.gguf")
+
+
+@needs_kernels
+@pytest.mark.parametrize("qtype", sorted(FTYPES))
+def test_a_batch_is_exact_for_each_covered_type_on_a_model_quantized_here(tiny_llama_f32, tmp_path, qtype):
+    from edgessd._capi import Model, cpu_kernels_cover
+
+    path = quantize(tiny_llama_f32, tmp_path / f"tiny-llama-{qtype}.gguf", FTYPES[qtype])
+    weights = {t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2}
+    assert weights == {qtype}, f"expected every matmul weight in {qtype}, got {weights}"
+    assert cpu_kernels_cover(gguf.GGMLQuantizationType[qtype].value)
+    model = Model(path)
+    rng = np.random.default_rng(3)
+    toks = [int(t) for t in rng.integers(0, model.n_vocab, size=40)]
+    assert_batches_equal_single_steps(model, toks[:24], toks[24:])
+
+
+def kernels_in(env_value: str) -> subprocess.CompletedProcess:
+    code = "from edgessd._capi import cpu_kernels; print(cpu_kernels())"
+    env = dict(os.environ, EDGESSD_CPU_KERNELS=env_value)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=120)
+
+
+@needs_kernels
+def test_edgessd_cpu_kernels_chooses_per_process():
+    assert kernels_in("stock").stdout.strip() == "stock"
+    assert kernels_in("ref").stdout.strip() == "ref"
+    assert kernels_in("avx2").stdout.strip() == "avx2"
+    assert kernels_in("").stdout.strip() in ("avx2", "avx512")
+    bad = kernels_in("fastest")
+    assert bad.stdout.strip() == "stock"
+    assert "EDGESSD_CPU_KERNELS=fastest" in bad.stderr and "auto, stock, ref, avx2 or avx512" in bad.stderr
