@@ -1,6 +1,7 @@
 """Shared fixtures: real GGUF models from the registry (fetched into the user cache once)."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ def cpu_15b(k_max: int):
     return CostModel(t1=10.0, verify=10.0 * np.array(CPU_15B_V[:k_max]), attn=np.ones(4), mlp=np.ones(4))
 
 
+@functools.cache
 def batches_exact(path) -> bool:
     """Whether a k-token batch gives exactly the logits of k one-token decodes for this model
     here: edgessd's CPU kernels are in use and cover every matmul weight type of the file."""

@@ -66,12 +66,12 @@ def test_every_simd_variant_equals_the_c_specification(tmp_path):
     assert m and int(m.group(1)) > 1000 and m.group(2) == "0", r.stdout[-2000:]
 
 
-def assert_batches_equal_single_steps(model, prompt: list[int], cont: list[int]) -> None:
+def assert_batches_equal_single_steps(model, prompt: list[int], cont: list[int], *, n_ctx: int = 256) -> None:
     """Decode ``prompt``, then for each k: cont[:k] as one batch with every row's logits, against
     the same k tokens decoded one at a time; the logits must match bit for bit."""
     from edgessd._capi import Context
 
-    ctx = Context(model, n_ctx=256, n_batch=64, n_threads=2)
+    ctx = Context(model, n_ctx=n_ctx, n_batch=512, n_threads=2)
     try:
         ctx.decode(prompt, 0)
         p = len(prompt)
@@ -106,6 +106,16 @@ def test_a_batch_gives_the_logits_of_one_token_decodes_on_every_registry_model(n
     prompt = model.tokenize(PROMPT)
     cont = model.tokenize(CONT, add_special=False)
     assert_batches_equal_single_steps(model, prompt, cont)
+
+
+@needs_kernels
+def test_a_batch_is_exact_at_a_long_context_too(smol):
+    """Past 512 cached tokens ggml splits one query's attention over the KV range across threads
+    (split-KV flash attention), which rounds unlike a batch's rows; with the kernels on, patch
+    0005 keeps one query on the batch's path."""
+    rng = np.random.default_rng(4)
+    toks = [int(t) for t in rng.integers(100, smol.n_vocab, size=700)]
+    assert_batches_equal_single_steps(smol, toks[:680], toks[680:], n_ctx=1024)
 
 
 def quantize(src: Path, dst: Path, ftype: int) -> Path:

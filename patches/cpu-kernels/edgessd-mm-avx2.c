@@ -120,10 +120,23 @@ static inline __attribute__((always_inline)) void rows32(int type, int64_t n, co
     }
 }
 
+// the column count as a constant, so the compiler keeps each column's accumulator in a register
+#define ES_COLS_CASE(fn, type, k) case k: fn(type, n, w, ws, nr, y, ys, k, dst, ds); break;
+#define ES_BY_COLS(fn, type)                                                                   \
+    switch (nc) {                                                                              \
+        ES_COLS_CASE(fn, type, 1)  ES_COLS_CASE(fn, type, 2)  ES_COLS_CASE(fn, type, 3)        \
+        ES_COLS_CASE(fn, type, 4)  ES_COLS_CASE(fn, type, 5)  ES_COLS_CASE(fn, type, 6)        \
+        ES_COLS_CASE(fn, type, 7)  ES_COLS_CASE(fn, type, 8)  ES_COLS_CASE(fn, type, 9)        \
+        ES_COLS_CASE(fn, type, 10) ES_COLS_CASE(fn, type, 11) ES_COLS_CASE(fn, type, 12)       \
+        ES_COLS_CASE(fn, type, 13) ES_COLS_CASE(fn, type, 14) ES_COLS_CASE(fn, type, 15)       \
+        ES_COLS_CASE(fn, type, 16)                                                             \
+        default: break; /* 1 <= ncols <= EDGESSD_MM_MAX_COLS is the caller's promise */        \
+    }
+
 #define KERNEL32(name, type)                                                                   \
     static void name(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys, \
                      int nc, float * dst, size_t ds) {                                         \
-        rows32(type, n, w, ws, nr, y, ys, nc, dst, ds);                                        \
+        ES_BY_COLS(rows32, type)                                                               \
     }
 KERNEL32(avx2_q8_0, EDGESSD_Q8_0)
 KERNEL32(avx2_q4_0, EDGESSD_Q4_0)
@@ -218,15 +231,6 @@ static inline __attribute__((always_inline)) void rows256(int type, int64_t n, c
     }
 }
 
-// the column count as a constant, so the compiler keeps each column's accumulator in a register
-#define ES_BY_COLS(fn, type)                                                                   \
-    switch (nc) {                                                                              \
-        case 1:  fn(type, n, w, ws, nr, y, ys, 1, dst, ds); break;                             \
-        case 2:  fn(type, n, w, ws, nr, y, ys, 2, dst, ds); break;                             \
-        case 3:  fn(type, n, w, ws, nr, y, ys, 3, dst, ds); break;                             \
-        case 4:  fn(type, n, w, ws, nr, y, ys, 4, dst, ds); break;                             \
-        default: fn(type, n, w, ws, nr, y, ys, nc, dst, ds); break;                            \
-    }
 
 static void avx2_q4_K(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys,
                       int nc, float * dst, size_t ds) {
