@@ -16,74 +16,12 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-#include <immintrin.h>
-
-// how far ahead of the block in hand to prefetch weights (in super-blocks of 256)
-#define ES_PREFETCH_BLOCKS 64
-
-static inline float h2f(es_half h) { return _cvtsh_ss(h); }
-
-// es_hsum8, on a vector
-static inline float hsum8(__m256 v) {
-    const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // v_i + v_{i+4}
-    const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                  // a0+a2, a1+a3
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
-}
+#include "edgessd-mm-x86.h"
 
 // ---- blocks of 32 ----
 
-// unpack one block of 32 into signed bytes (w) and its scale; Q4_1 gives unsigned bytes and a min
-static inline __attribute__((always_inline)) __m256i unpack32(int type, const void * blk, float * d, float * m) {
-    switch (type) {
-        case EDGESSD_Q8_0: {
-            const es_block_q8_0 * x = blk;
-            *d = h2f(x->d);
-            return _mm256_loadu_si256((const __m256i *) x->qs);
-        }
-        case EDGESSD_Q4_0: {
-            const es_block_q4_0 * x = blk;
-            *d = h2f(x->d);
-            const __m128i q = _mm_loadu_si128((const __m128i *) x->qs);
-            const __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-            return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0xF)), _mm256_set1_epi8(8));
-        }
-        case EDGESSD_Q5_0: {
-            const es_block_q5_0 * x = blk;
-            *d = h2f(x->d);
-            const __m128i q = _mm_loadu_si128((const __m128i *) x->qs);
-            const __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xF));
-            uint32_t qh;
-            memcpy(&qh, x->qh, 4);
-            // byte i gets bit i of qh, as 0x10
-            const __m256i shuf = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                                   0x0101010101010101LL, 0x0000000000000000LL);
-            const __m256i bit  = _mm256_set1_epi64x(0x8040201008040201LL);
-            __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int) qh), shuf);
-            h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
-            h = _mm256_and_si256(h, _mm256_set1_epi8(0x10));
-            return _mm256_sub_epi8(_mm256_or_si256(v, h), _mm256_set1_epi8(16));
-        }
-        default: {  // Q4_1
-            const es_block_q4_1 * x = blk;
-            *d = h2f(x->d);
-            *m = h2f(x->m);
-            const __m128i q = _mm_loadu_si128((const __m128i *) x->qs);
-            return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xF));
-        }
-    }
-}
-
-static inline size_t bytes32(int type) {
-    switch (type) {
-        case EDGESSD_Q8_0: return sizeof(es_block_q8_0);
-        case EDGESSD_Q4_0: return sizeof(es_block_q4_0);
-        case EDGESSD_Q5_0: return sizeof(es_block_q5_0);
-        default:           return sizeof(es_block_q4_1);
-    }
-}
-
-static inline __attribute__((always_inline)) void rows32(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
-                          const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
+ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
+                      const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
     const int64_t nb = n / 32;
     const size_t bw = bytes32(type);
     const size_t by = type == EDGESSD_Q4_1 ? sizeof(es_block_q8_1) : sizeof(es_block_q8_0);
@@ -119,19 +57,6 @@ static inline __attribute__((always_inline)) void rows32(int type, int64_t n, co
         }
     }
 }
-
-// the column count as a constant, so the compiler keeps each column's accumulator in a register
-#define ES_COLS_CASE(fn, type, k) case k: fn(type, n, w, ws, nr, y, ys, k, dst, ds); break;
-#define ES_BY_COLS(fn, type)                                                                   \
-    switch (nc) {                                                                              \
-        ES_COLS_CASE(fn, type, 1)  ES_COLS_CASE(fn, type, 2)  ES_COLS_CASE(fn, type, 3)        \
-        ES_COLS_CASE(fn, type, 4)  ES_COLS_CASE(fn, type, 5)  ES_COLS_CASE(fn, type, 6)        \
-        ES_COLS_CASE(fn, type, 7)  ES_COLS_CASE(fn, type, 8)  ES_COLS_CASE(fn, type, 9)        \
-        ES_COLS_CASE(fn, type, 10) ES_COLS_CASE(fn, type, 11) ES_COLS_CASE(fn, type, 12)       \
-        ES_COLS_CASE(fn, type, 13) ES_COLS_CASE(fn, type, 14) ES_COLS_CASE(fn, type, 15)       \
-        ES_COLS_CASE(fn, type, 16)                                                             \
-        default: break; /* 1 <= ncols <= EDGESSD_MM_MAX_COLS is the caller's promise */        \
-    }
 
 #define KERNEL32(name, type)                                                                   \
     static void name(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys, \
@@ -175,17 +100,8 @@ static inline void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
 }
 
 static inline void unpack_q6_K(const es_block_q6_K * x, unpacked256 * u) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
-    for (int h = 0; h < 2; ++h) {
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *) (x->ql + 64 * h));
-        const __m256i l1 = _mm256_loadu_si256((const __m256i *) (x->ql + 64 * h + 32));
-        const __m256i hb = _mm256_loadu_si256((const __m256i *) (x->qh + 32 * h));
-        u->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-        u->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-        u->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
-        u->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                          _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
-    }
+    es_q6_K_chunks(x, 0, u->q);
+    es_q6_K_chunks(x, 1, u->q + 4);
     const __m128i s8 = _mm_loadu_si128((const __m128i *) x->scales);
     for (int c = 0; c < 8; ++c) {
         // bytes 0-7: scale 2c, bytes 8-15: scale 2c+1
@@ -197,8 +113,8 @@ static inline void unpack_q6_K(const es_block_q6_K * x, unpacked256 * u) {
     u->dm = u->d;
 }
 
-static inline __attribute__((always_inline)) void rows256(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
-                           const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
+ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
+                       const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
     const int64_t nb = n / 256;
     const size_t bw = type == EDGESSD_Q4_K ? sizeof(es_block_q4_K) : sizeof(es_block_q6_K);
     for (int64_t r = 0; r < nrows; ++r) {

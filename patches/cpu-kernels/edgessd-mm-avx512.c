@@ -20,65 +20,9 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
 #endif
 
-#include <immintrin.h>
-
-// how far ahead of the block in hand to prefetch weights (in super-blocks of 256)
-#define ES_PREFETCH_BLOCKS 64
-
-#define ES_INLINE static inline __attribute__((always_inline))
-
-ES_INLINE float h2f(es_half h) { return _cvtsh_ss(h); }
-
-ES_INLINE float hsum8(__m256 v) {  // es_hsum8
-    const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
-}
+#include "edgessd-mm-x86.h"
 
 // ---- blocks of 32 ----
-
-ES_INLINE __m256i unpack32(int type, const void * blk, float * d, float * m) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    switch (type) {
-        case EDGESSD_Q8_0: {
-            const es_block_q8_0 * x = blk;
-            *d = h2f(x->d);
-            return _mm256_loadu_si256((const __m256i *) x->qs);
-        }
-        case EDGESSD_Q4_0: {
-            const es_block_q4_0 * x = blk;
-            *d = h2f(x->d);
-            const __m128i q = _mm_loadu_si128((const __m128i *) x->qs);
-            return _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4), _mm256_set1_epi8(8));
-        }
-        case EDGESSD_Q5_0: {
-            const es_block_q5_0 * x = blk;
-            *d = h2f(x->d);
-            const __m128i q = _mm_loadu_si128((const __m128i *) x->qs);
-            uint32_t qh;
-            memcpy(&qh, x->qh, 4);
-            const __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-            const __m256i h = _mm256_maskz_mov_epi8((__mmask32) qh, _mm256_set1_epi8(0x10));  // byte i: bit i of qh
-            return _mm256_sub_epi8(_mm256_or_si256(v, h), _mm256_set1_epi8(16));
-        }
-        default: {  // Q4_1
-            const es_block_q4_1 * x = blk;
-            *d = h2f(x->d);
-            *m = h2f(x->m);
-            const __m128i q = _mm_loadu_si128((const __m128i *) x->qs);
-            return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-        }
-    }
-}
-
-ES_INLINE size_t bytes32(int type) {
-    switch (type) {
-        case EDGESSD_Q8_0: return sizeof(es_block_q8_0);
-        case EDGESSD_Q4_0: return sizeof(es_block_q4_0);
-        case EDGESSD_Q5_0: return sizeof(es_block_q5_0);
-        default:           return sizeof(es_block_q4_1);
-    }
-}
 
 ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
                       const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
@@ -135,19 +79,6 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
     }
 }
 
-// the column count as a constant, so the compiler keeps each column's accumulator in a register
-#define ES_COLS_CASE(fn, type, k) case k: fn(type, n, w, ws, nr, y, ys, k, dst, ds); break;
-#define ES_BY_COLS(fn, type)                                                                   \
-    switch (nc) {                                                                              \
-        ES_COLS_CASE(fn, type, 1)  ES_COLS_CASE(fn, type, 2)  ES_COLS_CASE(fn, type, 3)        \
-        ES_COLS_CASE(fn, type, 4)  ES_COLS_CASE(fn, type, 5)  ES_COLS_CASE(fn, type, 6)        \
-        ES_COLS_CASE(fn, type, 7)  ES_COLS_CASE(fn, type, 8)  ES_COLS_CASE(fn, type, 9)        \
-        ES_COLS_CASE(fn, type, 10) ES_COLS_CASE(fn, type, 11) ES_COLS_CASE(fn, type, 12)       \
-        ES_COLS_CASE(fn, type, 13) ES_COLS_CASE(fn, type, 14) ES_COLS_CASE(fn, type, 15)       \
-        ES_COLS_CASE(fn, type, 16)                                                             \
-        default: break; /* 1 <= ncols <= EDGESSD_MM_MAX_COLS is the caller's promise */        \
-    }
-
 #define KERNEL32(name, type)                                                                   \
     static void name(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys, \
                      int nc, float * dst, size_t ds) {                                         \
@@ -193,18 +124,11 @@ ES_INLINE void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
 }
 
 ES_INLINE void unpack_q6_K(const es_block_q6_K * x, unpacked256 * u) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
     for (int h = 0; h < 2; ++h) {
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *) (x->ql + 64 * h));
-        const __m256i l1 = _mm256_loadu_si256((const __m256i *) (x->ql + 64 * h + 32));
-        const __m256i hb = _mm256_loadu_si256((const __m256i *) (x->qh + 32 * h));
-        const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-        const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-        const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
-        const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
-        u->q[2 * h]     = pair256(q0, q1);
-        u->q[2 * h + 1] = pair256(q2, q3);
+        __m256i q[4];
+        es_q6_K_chunks(x, h, q);
+        u->q[2 * h]     = pair256(q[0], q[1]);
+        u->q[2 * h + 1] = pair256(q[2], q[3]);
     }
     // int16 lane i of chunk c has scale 2c + i/8; a 512-bit pair covers chunks 2k, 2k+1
     const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x->scales));
