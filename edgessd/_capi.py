@@ -92,19 +92,21 @@ def skip_api() -> SkipAPI:
     return _SKIP
 
 
-_KERNELS: str | None = None
-_CLAIMS = None
+_GGML_CPU: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not a patched build
 
 
-def cpu_kernels_cover(ggml_type: int) -> bool:
-    """Whether the kernels in use (:func:`cpu_kernels`) take weights of this ggml type id."""
-    global _CLAIMS
-    if cpu_kernels() == "stock":
-        return False
-    if _CLAIMS is None:
-        _CLAIMS = ctypes.CDLL(str(Path(C._lib._name).parent / "libggml-cpu.so")).ggml_cpu_edgessd_claims
-        _CLAIMS.argtypes, _CLAIMS.restype = [ctypes.c_int], ctypes.c_bool
-    return bool(_CLAIMS(ggml_type))
+def _edgessd_cpu() -> ctypes.CDLL | None:
+    """libggml-cpu with patch 0005's functions bound, or None for a build without them."""
+    global _GGML_CPU
+    if _GGML_CPU is False:
+        try:
+            lib = ctypes.CDLL(str(Path(getattr(C._lib, "_name", "")).parent / "libggml-cpu.so"))
+            lib.ggml_cpu_edgessd_kernels.argtypes, lib.ggml_cpu_edgessd_kernels.restype = [], ctypes.c_char_p
+            lib.ggml_cpu_edgessd_claims.argtypes, lib.ggml_cpu_edgessd_claims.restype = [ctypes.c_int], ctypes.c_bool
+        except (OSError, AttributeError):
+            lib = None
+        _GGML_CPU = lib
+    return _GGML_CPU
 
 
 def cpu_kernels() -> str:
@@ -112,18 +114,14 @@ def cpu_kernels() -> str:
     edgessd's bit-exact ones (patch 0005), ``stock`` for ggml's own. ``EDGESSD_CPU_KERNELS``
     (auto|stock|ref|avx2|avx512, read once per process) chooses; a build without the patch
     reports ``stock``."""
-    global _KERNELS
-    if _KERNELS is None:
-        lib_dir = Path(getattr(C._lib, "_name", "")).parent
-        try:
-            cpu = ctypes.CDLL(str(lib_dir / "libggml-cpu.so"))
-            fn = cpu.ggml_cpu_edgessd_kernels
-        except (OSError, AttributeError):
-            _KERNELS = "stock"
-        else:
-            fn.argtypes, fn.restype = [], ctypes.c_char_p
-            _KERNELS = fn().decode()
-    return _KERNELS
+    lib = _edgessd_cpu()
+    return lib.ggml_cpu_edgessd_kernels().decode() if lib else "stock"
+
+
+def cpu_kernels_cover(ggml_type: int) -> bool:
+    """Whether the kernels in use (:func:`cpu_kernels`) take weights of this ggml type id."""
+    lib = _edgessd_cpu()
+    return bool(lib and lib.ggml_cpu_edgessd_claims(ggml_type))
 
 
 def _init_backend() -> None:

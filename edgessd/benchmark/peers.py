@@ -83,7 +83,7 @@ class PeerSetup:
     commands: dict[str, list[str]] = field(default_factory=dict)  # one example command per peer
 
 
-def STOCK_ENV() -> dict[str, str]:  # noqa: N802 - reads as the constant it stands for
+def stock_env() -> dict[str, str]:
     """The environment peers run in: ggml's stock CPU kernels. The tools are built from the same
     patched source, so without this they would run edgessd's batch kernels, and a comparison
     "against llama.cpp" would compare edgessd with itself."""
@@ -200,7 +200,7 @@ def run_tool(name: str, setup: PeerSetup, prompt: str, n_predict: int, seed: int
     setup.commands.setdefault(name, [a if a != prompt else "PROMPT" for a in cmd])
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                           stdin=subprocess.DEVNULL, env=STOCK_ENV())
+                           stdin=subprocess.DEVNULL, env=stock_env())
     except subprocess.TimeoutExpired:
         raise PeerError(f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from None
     if r.returncode != 0:
@@ -220,7 +220,7 @@ def run_lcp_lookup(setup: PeerSetup, prompts: list[str], n_predict: int, timeout
     setup.commands.setdefault("llama-cpp-python-lookup", [*cmd, f"(num_pred_tokens={pred}, max_ngram_size=2)"])
     try:
         r = subprocess.run(cmd, input=json.dumps(job), capture_output=True, text=True, timeout=timeout,
-                           env=STOCK_ENV())
+                           env=stock_env())
     except subprocess.TimeoutExpired:
         raise PeerError(f"llama-cpp-python lookup timed out after {timeout:.0f} s") from None
     if r.returncode != 0:
