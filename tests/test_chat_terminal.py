@@ -68,6 +68,7 @@ def test_ctrl_c_stops_the_reply_not_the_program(chat):
     chat.sendline("/set n 400")
     chat.expect_exact("[n = 400]")
     chat.sendline("Write a very long story about a dragon and a knight.")
+    chat.expect_exact("a dragon and a knight.\r\n")  # the terminal's echo of the line
     chat.expect(r"\w+ \w+ \w+ \w+ \w+")  # the reply is streaming
     chat.sendintr()
     chat.expect(STATUS)

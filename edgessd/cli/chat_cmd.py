@@ -100,6 +100,8 @@ def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbos
                 click.secho(session.status_line(), dim=True)
         except EdgessdError as e:
             click.secho(f"error: {e}", fg="red", err=True)
+        except KeyboardInterrupt:  # Ctrl-C before the reply streams (while its prompt is prepared)
+            click.echo()
 
 
 def handle_command(session, text: str, help_text: str) -> bool:
