@@ -35,6 +35,7 @@ def worker(model: str, threads: int, ctxs: list[int], reps: int) -> dict:
 
     from edgessd import registry
     from edgessd._capi import Context, Model, cpu_kernels
+    from edgessd.batchcheck import batch_and_single_logits, differing_rows
 
     m = Model(registry.resolve(model))
     n_ctx = max(max(ctxs) + 32, 600)
@@ -56,16 +57,9 @@ def worker(model: str, threads: int, ctxs: list[int], reps: int) -> dict:
                 t0 = time.perf_counter()
                 ctx.decode(batch, c, all_logits=True)
                 ts.append((time.perf_counter() - t0) * 1e3)
-                if k > 1 and _ == 0:
-                    full = np.array(ctx.logits()[:k])
                 ctx.kv_remove(c)
             if k > 1:
-                single = []
-                for i, t in enumerate(batch):
-                    ctx.decode([t], c + i)
-                    single.append(np.array(ctx.logits()[-1]))
-                ctx.kv_remove(c)
-                exact = exact and bool(np.array_equal(full.view(np.uint32), np.stack(single).view(np.uint32)))
+                exact = exact and not differing_rows(*batch_and_single_logits(ctx, c, batch))
             row[k] = statistics.fmean(ts)
         out["v_ms"][c] = row
         out["exact"][c] = exact

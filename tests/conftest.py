@@ -35,14 +35,10 @@ def cpu_15b(k_max: int):
 def batches_exact(path) -> bool:
     """Whether a k-token batch gives exactly the logits of k one-token decodes for this model
     here: edgessd's CPU kernels are in use and cover every matmul weight type of the file."""
-    import gguf
+    from edgessd.cli.info_cmd import gguf_facts, kernel_coverage
 
-    from edgessd._capi import cpu_kernels, cpu_kernels_cover
-
-    if cpu_kernels() == "stock":
-        return False
-    types = {t.tensor_type for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2}
-    return all(cpu_kernels_cover(int(t)) for t in types)
+    k = kernel_coverage(gguf_facts(Path(path))["tensor_bytes"])
+    return k["kernels"] != "stock" and not k["not_covered"]
 
 
 def load_model(name: str):

@@ -70,6 +70,7 @@ def assert_batches_equal_single_steps(model, prompt: list[int], cont: list[int],
     """Decode ``prompt``, then for each k: cont[:k] as one batch with every row's logits, against
     the same k tokens decoded one at a time; the logits must match bit for bit."""
     from edgessd._capi import Context
+    from edgessd.batchcheck import batch_and_single_logits, differing_rows
 
     ctx = Context(model, n_ctx=n_ctx, n_batch=512, n_threads=2)
     try:
@@ -78,18 +79,10 @@ def assert_batches_equal_single_steps(model, prompt: list[int], cont: list[int],
         for k in KS:
             toks = cont[:k]
             assert len(toks) == k
-            ctx.decode(toks, p, all_logits=True)
-            batch = np.array(ctx.logits()[:k])
-            ctx.kv_remove(p)
-            single = []
-            for i, t in enumerate(toks):
-                ctx.decode([t], p + i)
-                single.append(np.array(ctx.logits()[-1]))
-            ctx.kv_remove(p)
-            single = np.stack(single)
-            differ = np.flatnonzero((batch.view(np.uint32) != single.view(np.uint32)).any(axis=1))
-            assert differ.size == 0, (f"k={k}: rows {differ.tolist()} differ from one-token decodes, "
-                                      f"by up to {np.abs(batch - single).max():.3g}")
+            batch, single = batch_and_single_logits(ctx, p, toks)
+            differ = differing_rows(batch, single)
+            assert not differ, (f"k={k}: rows {differ} differ from one-token decodes, "
+                                f"by up to {np.abs(batch - single).max():.3g}")
     finally:
         ctx.close()
 
