@@ -84,9 +84,7 @@ static inline void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
         u->q[2 * k]     = _mm256_and_si256(v, m4);
         u->q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
-    uint32_t sm[4];
-    es_q4_K_scales_mins(x->scales, sm);
-    const __m128i sm8 = _mm_loadu_si128((const __m128i *) sm);  // 8 scales, 8 mins (bytes)
+    const __m128i sm8 = es_q4_K_scales_mins_v(x->scales);  // 8 scales, 8 mins (bytes)
     const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm8));                   // scales as int16
     const __m256i mn16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8)));  // mins as int16
     for (int c = 0; c < 8; ++c) {

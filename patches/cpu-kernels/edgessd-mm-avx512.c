@@ -104,10 +104,8 @@ ES_INLINE __m512i pair256(__m256i lo, __m256i hi) {
 
 ES_INLINE void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    uint32_t sm[4];
-    es_q4_K_scales_mins(x->scales, sm);
     // int16 lanes 0-7: the 8 scales, 8-15: the 8 mins
-    const __m512i sm16 = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *) sm)));
+    const __m512i sm16 = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(es_q4_K_scales_mins_v(x->scales)));
     for (int k = 0; k < 4; ++k) {
         const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
         u->q[k]  = pair256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));

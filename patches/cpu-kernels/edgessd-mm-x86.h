@@ -21,6 +21,14 @@ ES_INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
 }
 
+// es_q4_K_scales_mins as one vector (bytes 0-7 scales, 8-15 mins), built from registers: a
+// 16-byte load of four 4-byte stores would miss store forwarding and stall every block
+ES_INLINE __m128i es_q4_K_scales_mins_v(const uint8_t * q) {
+    uint32_t sm[4];
+    es_q4_K_scales_mins(q, sm);
+    return _mm_set_epi32((int) sm[3], (int) sm[2], (int) sm[1], (int) sm[0]);
+}
+
 // ---- blocks of 32 ----
 
 // unpack one block of 32 into signed bytes (w) and its scale; Q4_1 gives unsigned bytes and a min
