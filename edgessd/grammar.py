@@ -138,20 +138,36 @@ class Matcher:
     """The state of one walk over a constraint: which tokens may come next.
 
     ``mask()`` is bool ``[n_vocab]``; an end-of-generation token is allowed exactly where the
-    output is complete. ``consume`` raises GrammarError for a token the mask disallows (the
-    state is then unchanged). ``rollback(n)`` forgets the last ``n`` consumed tokens.
+    output is complete, and after one only end-of-generation tokens are. ``consume`` raises
+    GrammarError for a token the mask disallows (the state is then unchanged).
+    ``rollback(n)`` forgets the last ``n`` consumed tokens (at most MAX_ROLLBACK).
+    End-of-generation tokens are kept here and never given to llguidance, whose rollback
+    over them does not restore the state.
     """
 
     def __init__(self, constraint: Constraint) -> None:
         self.constraint = constraint
         self.n_vocab = constraint.vocab.n_vocab
+        self._eog = frozenset(constraint.vocab.eog)
         self._m = llg.LLMatcher(constraint.vocab.tokenizer, constraint.grammar, log_level=0)
         self._words = np.empty((self.n_vocab + 31) // 32, dtype=np.int32)
-        self.n_consumed = 0
+        self._ended: list[bool] = []  # per consumed token: whether the output had ended by then
         self._raise_if_error()
+
+    @property
+    def n_consumed(self) -> int:
+        return len(self._ended)
+
+    @property
+    def ended(self) -> bool:
+        return bool(self._ended) and self._ended[-1]
 
     def mask(self) -> np.ndarray:
         """bool ``[n_vocab]``: the tokens that may come next."""
+        if self.ended:
+            out = np.zeros(self.n_vocab, dtype=bool)
+            out[list(self._eog)] = True
+            return out
         self._m.unsafe_compute_mask_ptr(self._words.ctypes.data, self._words.nbytes)
         self._raise_if_error()
         bits = np.unpackbits(self._words.view(np.uint8), bitorder="little")
@@ -159,35 +175,52 @@ class Matcher:
 
     def allows(self, token: int) -> bool:
         """Whether ``token`` may come next (without changing the state)."""
-        return self._m.validate_tokens([int(token)]) == 1
+        if int(token) in self._eog:
+            return self.ended or self.is_accepting
+        return not self.ended and self._m.validate_tokens([int(token)]) == 1
 
     def count_allowed(self, tokens: list[int]) -> int:
         """How many leading ``tokens`` the constraint allows in sequence (the state is unchanged)."""
-        return int(self._m.validate_tokens([int(t) for t in tokens])) if tokens else 0
+        n = 0
+        for tok in tokens:
+            if n >= MAX_ROLLBACK or not self.allows(tok):
+                break
+            self.consume(tok)
+            n += 1
+        self.rollback(n)
+        return n
 
     def consume(self, token: int) -> None:
+        token = int(token)
         if not self.allows(token):
             raise GrammarError(f"token {token} is not allowed here by the {self.constraint.source}")
-        self._m.consume_token(int(token))
+        if token in self._eog:
+            self._ended.append(True)
+            return
+        self._m.consume_token(token)
         self._raise_if_error()
-        self.n_consumed += 1
+        self._ended.append(False)
 
     def rollback(self, n: int) -> None:
         assert 0 <= n <= min(self.n_consumed, MAX_ROLLBACK), f"cannot roll back {n} of {self.n_consumed} tokens"
-        if n:
-            self._m.rollback(n)
+        if n == 0:
+            return
+        undone = self._ended[-n:]
+        del self._ended[-n:]
+        real = undone.count(False)
+        if real:
+            self._m.rollback(real)
             self._raise_if_error()
-            self.n_consumed -= n
 
     @property
     def is_accepting(self) -> bool:
         """Whether the output so far is complete (it may also continue)."""
-        return bool(self._m.is_accepting())
+        return self.ended or bool(self._m.is_accepting())
 
     @property
     def is_stopped(self) -> bool:
         """Whether nothing but the end of generation may follow."""
-        return bool(self._m.is_stopped())
+        return self.ended or bool(self._m.is_stopped())
 
     def _raise_if_error(self) -> None:
         if self._m.is_error():
