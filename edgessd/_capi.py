@@ -256,7 +256,7 @@ class Model:
 
     def is_special(self, token: int) -> bool:
         """Whether ``token`` is a control token (``<|im_end|>``...) or a user-defined ``<...>`` one."""
-        attr = C.llama_token_get_attr(self.vocab, token)
+        attr = C.llama_vocab_get_attr(self.vocab, token)
         if attr & C.LLAMA_TOKEN_ATTR_CONTROL:
             return True
         return bool(attr & C.LLAMA_TOKEN_ATTR_USER_DEFINED) and self.token_bytes(token, special=True)[:1] == b"<" \
