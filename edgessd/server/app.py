@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from ..engine import Engine
 from .schema import ApiError, Defaults, parse_json, parse_request
 from .shapes import Outcome, Shapes, models_list
+from .structured import parse_structured
 from .worker import Event, Job, Worker
 
 
@@ -91,10 +92,11 @@ class Api:
     async def _generate(self, request: Request, kind: str) -> Response:
         body = parse_json(await read_body(request, self.config.max_body, self.config.client_timeout_s))
         req = parse_request(body, kind, self.config.defaults, n_ctx=self.engine.ctx.n_ctx)
-        job = Job(prompt=req.prompt, params={**req.engine_kwargs(), **self.config.engine_kwargs}, stops=req.stop,
-                  loop=asyncio.get_running_loop())
+        structured = parse_structured(body, kind, self.engine)
+        params = {**req.engine_kwargs(), **structured.engine_kwargs(), **self.config.engine_kwargs}
+        job = Job(prompt=req.prompt, params=params, stops=req.stop, loop=asyncio.get_running_loop())
         self.worker.submit(job)
-        shapes = Shapes(kind, self.config.model_id)
+        shapes = Shapes(kind, self.config.model_id, self.engine.model.token_bytes)
         watcher = asyncio.create_task(watch_disconnect(request, job))
         streaming = False
         try:

@@ -1,0 +1,96 @@
+"""Structured output and logprobs through a real `edgessd serve`, driven by the official
+`openai` client: json_object, json_schema (also via `chat.completions.parse` with a pydantic
+model), logprobs streamed and not, identical under every mode, and bad input as 400s."""
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from pydantic import BaseModel
+from test_server import Server
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+          "required": ["city", "population"]}
+ASK = [{"role": "user", "content": "Give the biggest city of France and its population as JSON."}]
+
+
+class City(BaseModel):
+    city: str
+    population: int
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("structured"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_json_object(client):
+    ask = [{"role": "user", "content": "What is the capital of France? Reply in JSON."}]
+    r = client.chat.completions.create(model="m", messages=ask, max_tokens=60, response_format={"type": "json_object"})
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+
+
+def test_json_schema_strict_allows_only_its_properties(client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}
+    r = client.chat.completions.create(model="m", messages=ASK, max_tokens=60, response_format=fmt)
+    doc = json.loads(r.choices[0].message.content)
+    assert set(doc) == {"city", "population"} and isinstance(doc["population"], int)
+
+
+def test_parse_with_a_pydantic_model(client):
+    r = client.chat.completions.parse(model="m", messages=ASK, max_tokens=60, response_format=City)
+    parsed = r.choices[0].message.parsed
+    assert isinstance(parsed, City) and parsed.city
+
+
+def test_logprobs_are_the_same_streamed_and_not_and_under_every_mode(client):
+    runs = {}
+    for mode in ("plain", "lookup", "layerskip"):
+        r = client.chat.completions.create(model="m", messages=ASK, max_tokens=24, logprobs=True, top_logprobs=3,
+                                           extra_body={"mode": mode})
+        content = r.choices[0].logprobs.content
+        assert "".join(t.token for t in content) == r.choices[0].message.content
+        assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob >= t.logprob for t in content)
+        runs[mode] = [(t.token, t.logprob) for t in content]
+    assert runs["lookup"] == runs["plain"] and runs["layerskip"] == runs["plain"]
+    streamed = []
+    for chunk in client.chat.completions.create(model="m", messages=ASK, max_tokens=24, logprobs=True,
+                                                top_logprobs=3, stream=True):
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            streamed += [(t.token, t.logprob) for t in chunk.choices[0].logprobs.content]
+    assert streamed == runs["plain"]
+
+
+def test_completion_logprobs_as_a_number(client):
+    r = client.completions.create(model="m", prompt="The capital of France is", max_tokens=8, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert len(lp.token_logprobs) == len(lp.tokens) and all(len(t) == 2 for t in lp.top_logprobs)
+    assert lp.text_offset[0] == 0
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objectx"}}}},
+     "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "string", "format": "not-a-format"}}}}, "response_format"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": SCHEMA}}}, "response_format.json_schema.name"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+])
+def test_bad_input_is_a_400_naming_the_field(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=ASK, max_tokens=4, extra_body=extra)
+    assert info.value.status_code == 400
+    assert info.value.body["param"] == param, info.value.body
