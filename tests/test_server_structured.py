@@ -1,6 +1,8 @@
-"""Structured output and logprobs through a real `edgessd serve`, driven by the official
-`openai` client: json_object, json_schema (also via `chat.completions.parse` with a pydantic
-model), logprobs streamed and not, identical under every mode, and bad input as 400s."""
+"""Structured output, tool calls and logprobs through a real `edgessd serve`, driven by the
+official `openai` client: json_object, json_schema (also via `chat.completions.parse` with a
+pydantic model), required and named tool calls (smollm2's template has no tools, so they go
+in a system message), logprobs streamed and not, identical under every mode, and bad input
+as 400s naming the field."""
 from __future__ import annotations
 
 import json
@@ -87,10 +89,60 @@ def test_completion_logprobs_as_a_number(client):
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": SCHEMA}}}, "response_format.json_schema.name"),
     ({"top_logprobs": 3}, "top_logprobs"),
     ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
 ])
 def test_bad_input_is_a_400_naming_the_field(client, extra, param):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="m", messages=ASK, max_tokens=4, extra_body=extra)
     assert info.value.status_code == 400
+    assert info.value.body["param"] == param, info.value.body
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"]}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}]
+WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_time"}}],
+                         ids=["required", "named"])
+def test_a_required_tool_call_follows_the_tools_schema(client, choice):
+    r = client.chat.completions.create(model="m", messages=WEATHER, tools=TOOLS, tool_choice=choice, max_tokens=60)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls" and len(c.message.tool_calls) == 1
+    call = c.message.tool_calls[0].function
+    args = json.loads(call.arguments)
+    if choice == "required":
+        assert call.name in ("get_weather", "get_time")
+    else:
+        assert call.name == "get_time" and set(args) == {"zone"}
+    if call.name == "get_weather":
+        assert set(args) == {"city", "unit"} and args["unit"] in ("celsius", "fahrenheit")
+
+
+def test_a_streamed_tool_call(client):
+    chunks = list(client.chat.completions.create(model="m", messages=WEATHER, tools=TOOLS, tool_choice="required",
+                                                 max_tokens=60, stream=True))
+    calls = [t for ch in chunks if ch.choices and ch.choices[0].delta.tool_calls for t in ch.choices[0].delta.tool_calls]
+    assert len(calls) == 1 and calls[0].index == 0 and calls[0].id
+    json.loads(calls[0].function.arguments)
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+    ({"tools": [{"type": "nope"}]}, "tools[0]"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "missing"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objectx"}}}],
+      "tool_choice": "required"}, "tools"),
+    ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"functions": [{"name": "f"}]}, "functions"),
+])
+def test_bad_tool_input_is_a_400_naming_the_field(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=WEATHER, max_tokens=4, extra_body=extra)
     assert info.value.body["param"] == param, info.value.body

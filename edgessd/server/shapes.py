@@ -24,6 +24,7 @@ class Outcome:
     result: GenerationResult
     timed_out: bool = False   # stopped by the server's per-generation time limit
     logprobs: list[TokenLogprob] | None = None  # of the tokens whose text was sent, when asked for
+    tool_calls: list[dict] | None = None        # parsed from the reply (finish_reason "tool_calls")
 
 
 def finish_reason(stop_reason: str, *, stopped: bool) -> str:
@@ -97,7 +98,10 @@ class Shapes:
         """The whole non-streamed response."""
         if self.kind == "chat":
             obj = self._head("chat.completion")
-            choice = {"index": 0, "message": {"role": "assistant", "content": outcome.text},
+            message: dict = {"role": "assistant", "content": outcome.text}
+            if outcome.tool_calls:
+                message = {"role": "assistant", "content": outcome.text or None, "tool_calls": outcome.tool_calls}
+            choice = {"index": 0, "message": message,
                       "logprobs": self._logprobs(outcome.logprobs), "finish_reason": outcome.finish_reason}
         else:
             obj = self._head("text_completion")
@@ -112,6 +116,11 @@ class Shapes:
         if self.kind != "chat":
             return None
         return dict(self._head(self.chunk_object), choices=[self._choice("", None, role=True)])
+
+    def tool_calls_chunk(self, calls: list[dict]) -> dict:
+        delta = {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]}
+        return dict(self._head(self.chunk_object), choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                                             "finish_reason": None}])
 
     def text_chunk(self, text: str) -> dict:
         chunk = dict(self._head(self.chunk_object), choices=[self._choice(text, None)])

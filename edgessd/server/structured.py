@@ -7,8 +7,9 @@ Request fields read here:
   as OpenAI's strict mode does. The schema is compiled before the request is queued, so an
   invalid schema or an unsupported feature is a 400 naming ``response_format``.
 - chat: ``logprobs`` (bool) and ``top_logprobs`` (0-20); completions: ``logprobs`` (0-20).
-- ``tools`` / ``tool_choice``: not implemented yet, so a request with tools is a 400 rather
-  than a reply that ignores them.
+- ``tools`` / ``tool_choice``: see edgessd.server.tools; ``required`` or a named function
+  constrains the reply to a call (a grammar), so it cannot be combined with ``response_format``.
+  The old ``functions`` field is a 400.
 
 Log-probabilities are the full model's (edgessd.logprobs), so they are the same under every mode.
 """
@@ -24,6 +25,7 @@ from ..engine import Engine
 from ..errors import GrammarError
 from ..logprobs import TokenLogprob
 from .schema import invalid
+from .tools import ToolRequest, call_grammar, parse_tools
 
 MAX_TOP = 20
 
@@ -34,11 +36,15 @@ class Structured:
 
     json_schema: dict | None = None
     logprobs: int | None = None     # None: no logprobs; else how many alternatives per token
+    tools: ToolRequest | None = None
+    grammar: str | None = None      # a tool call's grammar, for tool_choice required or named
 
     def engine_kwargs(self) -> dict:
         out: dict = {}
         if self.json_schema is not None:
             out["json_schema"] = self.json_schema
+        if self.grammar is not None:
+            out["grammar"] = self.grammar
         if self.logprobs is not None:
             out["logprobs"] = self.logprobs
         return out
@@ -46,24 +52,21 @@ class Structured:
 
 def parse_structured(body: dict, kind: str, engine: Engine) -> Structured:
     """Validate ``response_format``, logprobs fields and ``tools`` of a request body."""
-    _refuse_tools(body)
+    if body.get("functions") or body.get("function_call"):
+        raise invalid("functions", "functions and function_call are not supported; use tools and tool_choice")
+    tools = parse_tools(body) if kind == "chat" else None
+    if kind != "chat" and body.get("tools"):
+        raise invalid("tools", "tools need /v1/chat/completions")
     schema = _response_format(body.get("response_format"))
     if schema is not None:
+        if tools is not None and tools.constrained:
+            raise invalid("response_format", "response_format cannot be combined with a required tool call")
         try:
             engine.constraint(json_schema=schema)
         except GrammarError as e:
             raise invalid("response_format", f"response_format: {e}") from None
-    return Structured(json_schema=schema, logprobs=_logprobs(body, kind))
-
-
-def _refuse_tools(body: dict) -> None:
-    if body.get("tools"):
-        raise invalid("tools", "tools are not supported by this server yet")
-    choice = body.get("tool_choice")
-    if choice not in (None, "none", "auto"):
-        raise invalid("tool_choice", "tool_choice needs tools, which this server does not support yet")
-    if body.get("functions"):
-        raise invalid("functions", "functions are not supported by this server")
+    grammar = call_grammar(engine, tools) if tools is not None and tools.constrained else None
+    return Structured(json_schema=schema, logprobs=_logprobs(body, kind), tools=tools, grammar=grammar)
 
 
 def _response_format(value: Any) -> dict | None:
