@@ -75,7 +75,8 @@ def row_masks(matcher: Matcher, drafts: list[int]) -> np.ndarray:
 
 
 def verify(ctx: Context, history: list[int], draft: Draft | None, pos: int, sampler: SamplerParams,
-           rng: np.random.Generator, matcher: Matcher | None) -> tuple[int, int, np.ndarray]:
+           rng: np.random.Generator, matcher: Matcher | None,
+           stats: GenerationStats | None = None) -> tuple[int, int, np.ndarray]:
     """Decode the pending token and the (cut) draft, apply the accept rule, and bring the
     constraint to the accepted prefix. Returns (n_accepted, next_token, the logits rows)."""
     tokens = draft.tokens if draft else []
@@ -83,13 +84,18 @@ def verify(ctx: Context, history: list[int], draft: Draft | None, pos: int, samp
         ctx.decode([history[-1]] + tokens, pos, all_logits=True)
         logits = ctx.logits()
         return (*accept(draft, logits, sampler, rng), logits)
+    t0 = time.perf_counter()
     m = matcher.count_allowed(tokens)
+    t1 = time.perf_counter()
     ctx.decode([history[-1]] + tokens[:m], pos, all_logits=True)
     logits = ctx.logits()
+    t2 = time.perf_counter()
     masks = row_masks(matcher, tokens[:m])
     n_acc, nxt = constrained_accept(tokens, draft.probs if draft else None, logits, masks, sampler, rng)
     for tok in tokens[:n_acc]:
         matcher.consume(tok)
+    if stats is not None:  # the accept rule's masked argmax included: what the constraint adds
+        stats.t_constraint_ms += (t1 - t0 + time.perf_counter() - t2) * 1e3
     return n_acc, nxt, logits
 
 
@@ -126,7 +132,7 @@ def decode_loop(ctx: Context, drafter: Drafter, history: list[int], *, n_predict
             req = DraftRequest(np.asarray(history, dtype=np.int32), pos, room, sampler, rng)
             draft = drafter.propose(req)
         t1 = now()
-        n_acc, nxt, logits = verify(ctx, history, draft, pos, sampler, rng, constraint)
+        n_acc, nxt, logits = verify(ctx, history, draft, pos, sampler, rng, constraint, stats)
         ctx.kv_remove(pos + 1 + n_acc)  # drop rejected drafts; keep pending + accepted
         if constraint is not None and not is_eog(nxt):
             constraint.consume(nxt)
