@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,7 @@ class _Pieces:
 class Vocab:
     """A model's vocabulary for llguidance (built once per model: about a second for 152k tokens)."""
 
-    _cache: dict[int, Vocab] = {}
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Model -> Vocab
 
     def __init__(self, model: Model) -> None:
         pieces = _Pieces(model)
@@ -75,11 +76,10 @@ class Vocab:
 
     @classmethod
     def of(cls, model: Model) -> Vocab:
-        """The cached vocabulary of ``model`` (keyed by the loaded model's handle)."""
-        key = id(model)
-        vocab = cls._cache.get(key)
-        if vocab is None or vocab.n_vocab != model.n_vocab:
-            vocab = cls._cache[key] = cls(model)
+        """The cached vocabulary of ``model`` (kept while the Model object lives)."""
+        vocab = cls._cache.get(model)
+        if vocab is None:
+            vocab = cls._cache[model] = cls(model)
         return vocab
 
 
