@@ -230,10 +230,16 @@ class Engine:
         held: list[TokenLogprob] = []  # logprobs of tokens whose text is not out yet (split UTF-8)
         rng = np.random.default_rng(sampler.seed)
         t1 = time.perf_counter()
-        loop = decode_loop(self.ctx, drafter, history, n_predict=n_predict, sampler=sampler, rng=rng,
+        matcher = constraint.matcher() if constraint else None
+        loop_drafter = drafter
+        if matcher is not None and not isinstance(drafter, NoDrafter):  # plain stays plain: the reference
+            from .drafters.forced import ForcedDrafter
+
+            loop_drafter = ForcedDrafter(drafter, matcher)
+        loop = decode_loop(self.ctx, loop_drafter, history, n_predict=n_predict, sampler=sampler, rng=rng,
                            stats=stats, is_eog=self.model.is_eog,
                            cancelled=(cancel.is_set if cancel else (lambda: False)),
-                           constraint=constraint.matcher() if constraint else None, n_logprobs=n_logprobs)
+                           constraint=matcher, n_logprobs=n_logprobs)
         reason = "cancelled"
         try:
             while True:

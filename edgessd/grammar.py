@@ -185,6 +185,13 @@ class Matcher:
             return self.ended or self.is_accepting
         return not self.ended and self._m.validate_tokens([int(token)]) == 1
 
+    def forced_tokens(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens the constraint forces next (a JSON key, ``", "``...), in the
+        tokenizer's canonical spelling; [] where the model has a choice."""
+        if self.ended or limit <= 0:
+            return []
+        return [int(t) for t in self._m.compute_ff_tokens()[:limit]]
+
     def count_allowed(self, tokens: list[int]) -> int:
         """How many leading ``tokens`` the constraint allows in sequence (the state is unchanged)."""
         n = 0
