@@ -41,9 +41,9 @@ from .skipset import SkipSet, parse_skip_spec
 from .stats import GenerationStats
 
 if TYPE_CHECKING:
-    from .grammar import Constraint
     from .domains import DomainIndex, DomainSet, Route
     from .features import FeatureSpec
+    from .grammar import Constraint
     from .profiler import Profile
 
 MODES = ("auto", "plain", "lookup", "layerskip")
