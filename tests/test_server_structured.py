@@ -146,3 +146,12 @@ def test_bad_tool_input_is_a_400_naming_the_field(client, extra, param):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="m", messages=WEATHER, max_tokens=4, extra_body=extra)
     assert info.value.body["param"] == param, info.value.body
+
+
+def test_a_conversation_with_a_tool_result_gets_a_reply(client):
+    msgs = [*WEATHER, {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"}]
+    r = client.chat.completions.create(model="m", messages=msgs, tools=TOOLS, max_tokens=24)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert r.choices[0].message.content or r.choices[0].message.tool_calls

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgessd.server.tools import ToolRequest, call_grammar, parse_calls, render
+from edgessd.server.tools import ToolRequest, call_grammar, parse_calls, render, with_history
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
@@ -46,6 +46,11 @@ def test_qwen_template_renders_tools_and_a_required_call_follows_the_schema(qwen
     prompt = render(qwen, msgs, req)
     assert "<tools>" in prompt and json.dumps(TOOLS[0], ensure_ascii=False) in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
+    raw = [*msgs, {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+           {"role": "tool", "tool_call_id": "c1", "content": "18 C, sunny"}]
+    turn = render(qwen, with_history(raw, [{"role": m["role"], "content": m["content"] or ""} for m in raw]), req)
+    assert '"arguments": {"city": "Paris", "unit": "celsius"}' in turn and "<tool_response>\n18 C, sunny" in turn
     out = {mode: qwen.generate(prompt, n_predict=60, mode=mode, grammar=call_grammar(qwen, req))
            for mode in ("plain", "lookup")}
     assert out["lookup"].tokens == out["plain"].tokens
@@ -53,3 +58,26 @@ def test_qwen_template_renders_tools_and_a_required_call_follows_the_schema(qwen
     assert rest is None and len(calls) == 1
     args = json.loads(calls[0]["function"]["arguments"])
     assert set(args) == {"city", "unit"} and args["unit"] in ("celsius", "fahrenheit")
+
+
+def test_history_keeps_calls_as_objects_and_tool_ids():
+    raw = [{"role": "user", "content": "Weather in Oslo?"},
+           {"role": "assistant", "content": None, "tool_calls": [
+               {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+           {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"}]
+    parsed = [{"role": m["role"], "content": m["content"] or ""} for m in raw]
+    out = with_history(raw, parsed)
+    assert out[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    assert out[2]["tool_call_id"] == "call_1" and out[0] == parsed[0]
+
+
+@pytest.mark.parametrize("call,param", [
+    ({"function": {"arguments": "{}"}}, "messages[0].tool_calls[0]"),
+    ({"function": {"name": "f", "arguments": "{bad"}}, "messages[0].tool_calls[0].function.arguments"),
+])
+def test_a_malformed_history_call_names_the_message(call, param):
+    from edgessd.server.schema import ApiError
+
+    with pytest.raises(ApiError) as info:
+        with_history([{"role": "assistant", "tool_calls": [call]}], [{"role": "assistant", "content": ""}])
+    assert info.value.param == param

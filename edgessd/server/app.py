@@ -27,7 +27,7 @@ from ..engine import Engine
 from .schema import ApiError, Defaults, parse_json, parse_request
 from .shapes import Outcome, Shapes, models_list
 from .structured import parse_structured
-from .tools import parse_calls
+from .tools import parse_calls, with_history
 from .tools import render as render_tools
 from .worker import Event, Job, Worker
 
@@ -96,7 +96,9 @@ class Api:
         req = parse_request(body, kind, self.config.defaults, n_ctx=self.engine.ctx.n_ctx)
         structured = parse_structured(body, kind, self.engine)
         params = {**req.engine_kwargs(), **structured.engine_kwargs(), **self.config.engine_kwargs}
-        prompt = req.prompt if structured.tools is None else render_tools(self.engine, req.prompt, structured.tools)
+        prompt = req.prompt
+        if structured.tools is not None:
+            prompt = render_tools(self.engine, with_history(body["messages"], req.prompt), structured.tools)
         job = Job(prompt=prompt, params=params, stops=req.stop, loop=asyncio.get_running_loop())
         tools = structured.tools.names if structured.tools is not None else None
         self.worker.submit(job)

@@ -107,6 +107,48 @@ def call_grammar(engine: Engine, req: ToolRequest) -> str:
     return grammar
 
 
+def with_history(raw: list, messages: list[dict]) -> list[dict]:
+    """``messages`` (validated role and content) with the tool history of the raw request:
+    an assistant turn's ``tool_calls`` (arguments as objects, as templates expect) and a tool
+    turn's ``tool_call_id``; a malformed call is a 400 naming the message."""
+    out = []
+    for i, (m, r) in enumerate(zip(messages, raw)):
+        m = dict(m)
+        calls = r.get("tool_calls") if isinstance(r, dict) else None
+        if calls:
+            if not isinstance(calls, list):
+                raise invalid(f"messages[{i}].tool_calls", f"messages[{i}].tool_calls must be an array")
+            m["tool_calls"] = [_history_call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)]
+        if isinstance(r, dict) and isinstance(r.get("tool_call_id"), str):
+            m["tool_call_id"] = r["tool_call_id"]
+        out.append(m)
+    return out
+
+
+def _history_call(call: object, param: str) -> dict:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise invalid(param, f'{param} must be {{"type": "function", "function": {{"name", "arguments"}}}}')
+    args = fn.get("arguments", "{}")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args or "{}")
+        except ValueError:
+            raise invalid(f"{param}.function.arguments", f"{param}.function.arguments is not JSON") from None
+    return {"id": call.get("id"), "type": "function", "function": {"name": fn["name"], "arguments": args}}
+
+
+def _as_text(messages: list[dict]) -> list[dict]:
+    """For a template without tools: earlier calls written into the assistant's text, as the model wrote them."""
+    out = []
+    for m in messages:
+        text = m["content"] + "".join(
+            "<tool_call>\n" + json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]},
+                                         ensure_ascii=False) + "\n</tool_call>" for c in m.get("tool_calls", []))
+        out.append({"role": m["role"], "content": text})
+    return out
+
+
 def render(engine: Engine, messages: list[dict], req: ToolRequest) -> str:
     """The prompt: the GGUF's Jinja template rendered with the tools (or a system message listing them)."""
     from jinja2 import TemplateError
@@ -115,7 +157,8 @@ def render(engine: Engine, messages: list[dict], req: ToolRequest) -> str:
     template = engine.model.chat_template
     if not template or "tools" not in template:
         listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in req.tools)
-        return engine.render([{"role": "system", "content": FALLBACK_SYSTEM.format(tools=listing)}, *messages])
+        return engine.render([{"role": "system", "content": FALLBACK_SYSTEM.format(tools=listing)},
+                              *_as_text(messages)])
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
 
