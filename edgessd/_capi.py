@@ -254,6 +254,18 @@ class Model:
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
 
+    def is_special(self, token: int) -> bool:
+        """Whether ``token`` is a control token (``<|im_end|>``...) or a user-defined ``<...>`` one."""
+        attr = C.llama_vocab_get_attr(self.vocab, token)
+        if attr & C.LLAMA_TOKEN_ATTR_CONTROL:
+            return True
+        return bool(attr & C.LLAMA_TOKEN_ATTR_USER_DEFINED) and self.token_bytes(token, special=True)[:1] == b"<" \
+            and self.token_bytes(token, special=True)[-1:] == b">"
+
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token of the vocabulary (EOS, EOT, <|im_end|>...)."""
+        return [t for t in range(self.n_vocab) if self.is_eog(t)]
+
     def apply_chat_template(self, messages: Sequence[dict], *, add_assistant: bool = True) -> str | None:
         """Render chat ``messages`` ({"role", "content"}) with the GGUF's template via llama.cpp.
 

@@ -34,6 +34,7 @@ from .decode import decode_loop
 from .drafters import Drafter, LayerSkipDrafter, LookupDrafter, NoDrafter
 from .drafters.auto import AutoDrafter
 from .errors import ContextOverflowError, InvalidArgumentError
+from .logprobs import TokenLogprob
 from .planner import conservative_cpu_cost, plan_layerskip, predicted_speedup
 from .sampling import SamplerParams
 from .skipset import SkipSet, parse_skip_spec
@@ -42,6 +43,7 @@ from .stats import GenerationStats
 if TYPE_CHECKING:
     from .domains import DomainIndex, DomainSet, Route
     from .features import FeatureSpec
+    from .grammar import Constraint
     from .profiler import Profile
 
 MODES = ("auto", "plain", "lookup", "layerskip")
@@ -59,11 +61,18 @@ class GenerationResult:
     domain: str | None            # the routed domain, when a domain index chose the set
     stop_reason: str              # eos | length | context | cancelled
     stats: GenerationStats = field(default_factory=GenerationStats)
+    logprobs: list[TokenLogprob] | None = None  # one per token, when asked for (stream(logprobs=n))
 
     def to_json(self) -> dict:
         return {"text": self.text, "tokens": self.tokens, "mode": self.mode,
                 "layer_set": self.layer_set.to_json() if self.layer_set else None,
                 "domain": self.domain, "stop_reason": self.stop_reason, "stats": self.stats.to_json()}
+
+
+class Piece(str):
+    """A piece of streamed text; ``logprobs`` holds its tokens' log-probabilities (when asked for)."""
+
+    logprobs: list[TokenLogprob] | None = None
 
 
 def default_skip_set(n_layer: int) -> SkipSet:
@@ -151,7 +160,8 @@ class Engine:
     def stream(self, prompt: Prompt, *, n_predict: int = 128, temperature: float = 0.0, top_k: int = 40,
                top_p: float = 0.95, seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
                draft_max: int | None = None, cancel: threading.Event | None = None,
-               drafter: Drafter | None = None) -> Iterator[str | GenerationResult]:
+               drafter: Drafter | None = None, json_schema: dict | str | None = None,
+               grammar: str | None = None, logprobs: int | None = None) -> Iterator[str | GenerationResult]:
         """Yield text pieces as tokens are accepted, then the :class:`GenerationResult`.
 
         prompt: raw text, or chat messages rendered with the model's template.
@@ -160,6 +170,11 @@ class Engine:
         such as ``"attn:3,5;mlp:4-9"``); default: every 4th layer. draft_max: drafts per cycle
         (default 4). cancel: set it to stop after the current cycle. drafter: your own
         Drafter (propose/observe) instead of the mode's; it must leave the KV cache as it found it.
+        json_schema: the reply is JSON valid against it (a dict or its text); grammar: the reply
+        follows it (llguidance's Lark dialect, or GBNF; see edgessd.grammar). Either is enforced
+        under every mode, and greedy output is plain constrained decoding's, token for token.
+        logprobs: None, or the number (0-20) of alternatives to report with each token's
+        log-probability (on each streamed piece's ``.logprobs`` and the result's).
         """
         if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < 0:
             raise InvalidArgumentError(f"n_predict must be an integer >= 0, got {n_predict!r}")
@@ -170,6 +185,10 @@ class Engine:
         if skip is not None and not isinstance(skip, (SkipSet, str)):
             raise InvalidArgumentError(f"skip must be a SkipSet or a spec such as 'attn:3,5;mlp:4-9', got {skip!r}")
         sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
+                                     or not 0 <= logprobs <= 20):
+            raise InvalidArgumentError(f"logprobs must be an integer from 0 to 20, got {logprobs!r}")
+        constraint = self.constraint(json_schema=json_schema, grammar=grammar)
         tokens = self.tokenize(prompt)
         if not tokens:
             raise InvalidArgumentError("the prompt is empty")
@@ -196,21 +215,31 @@ class Engine:
                 drafter, mode_run, layer_set = self._drafter(mode, skip, draft_max, domain_sets, len(tokens))
             stats = GenerationStats(n_prompt=len(tokens), n_prompt_eval=n_eval, t_prompt_ms=t_prompt)
             history = yield from self._run(tokens, drafter, mode_run, layer_set, domain, n_predict, sampler, cancel,
-                                           stats)
+                                           stats, constraint, logprobs)
             if self.last_route is not None and not self.last_route.in_domain and self._should_learn():
                 self._learn_online(prompt, tokens, history)
 
     def _run(self, tokens: list[int], drafter: Drafter, mode: str, layer_set: SkipSet | None, domain: str | None,
              n_predict: int, sampler: SamplerParams, cancel: threading.Event | None,
-             stats: GenerationStats) -> Iterator[str | GenerationResult]:
+             stats: GenerationStats, constraint: Constraint | None = None,
+             n_logprobs: int | None = None) -> Iterator[str | GenerationResult]:
         history = list(tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
+        all_lp: list[TokenLogprob] | None = [] if n_logprobs is not None else None
+        held: list[TokenLogprob] = []  # logprobs of tokens whose text is not out yet (split UTF-8)
         rng = np.random.default_rng(sampler.seed)
         t1 = time.perf_counter()
-        loop = decode_loop(self.ctx, drafter, history, n_predict=n_predict, sampler=sampler, rng=rng,
+        matcher = constraint.matcher() if constraint else None
+        loop_drafter = drafter
+        if matcher is not None and not isinstance(drafter, NoDrafter):  # plain stays plain: the reference
+            from .drafters.forced import ForcedDrafter
+
+            loop_drafter = ForcedDrafter(drafter, matcher)
+        loop = decode_loop(self.ctx, loop_drafter, history, n_predict=n_predict, sampler=sampler, rng=rng,
                            stats=stats, is_eog=self.model.is_eog,
-                           cancelled=(cancel.is_set if cancel else (lambda: False)))
+                           cancelled=(cancel.is_set if cancel else (lambda: False)),
+                           constraint=matcher, n_logprobs=n_logprobs)
         reason = "cancelled"
         try:
             while True:
@@ -219,22 +248,36 @@ class Engine:
                 except StopIteration as stop:
                     reason = stop.value
                     break
-                text = decoder.decode(b"".join(self.model.token_bytes(t) for t in emitted))
+                text = decoder.decode(b"".join(self.model.token_bytes(t) for t in emitted.tokens))
+                if emitted.logprobs is not None:
+                    held.extend(emitted.logprobs)
                 if text:
                     pieces.append(text)
-                    yield text
+                    yield _piece(text, held, all_lp)
         finally:
             loop.close()
             self._kv = history[:-1]  # the loop's invariant: KV holds all but the pending token
             stats.t_gen_ms = (time.perf_counter() - t1) * 1e3
         tail = decoder.decode(b"", final=True)
-        if tail:
+        if tail or held:
             pieces.append(tail)
-            yield tail
+            yield _piece(tail, held, all_lp)
         mode, layer_set = _what_ran(drafter, mode, layer_set)
         yield GenerationResult(text="".join(pieces), tokens=history[len(tokens):], mode=mode,
-                               layer_set=layer_set, domain=domain, stop_reason=reason, stats=stats)
+                               layer_set=layer_set, domain=domain, stop_reason=reason, stats=stats,
+                               logprobs=all_lp)
         return history
+
+    def constraint(self, *, json_schema: dict | str | None = None, grammar: str | None = None) -> Constraint | None:
+        """A JSON schema or a grammar compiled for this model (GrammarError names what is wrong); None for neither."""
+        if json_schema is None and grammar is None:
+            return None
+        if json_schema is not None and grammar is not None:
+            raise InvalidArgumentError("give json_schema or grammar, not both")
+        from .grammar import Vocab, compile_grammar, compile_json_schema
+
+        vocab = Vocab.of(self.model)
+        return compile_json_schema(json_schema, vocab) if json_schema is not None else compile_grammar(grammar, vocab)
 
     def _prefill(self, tokens: list[int]) -> int:
         """Make the KV cache hold ``tokens[:-1]``, reusing the longest prefix already there."""
@@ -417,6 +460,17 @@ class Engine:
                 domain_sets[0].skip if domain_sets else default_skip_set(self.model.n_layer))
             return LayerSkipDrafter(self.ctx, chosen, max_tokens=draft_max or 4), mode, chosen
         return NoDrafter(), "plain", None
+
+
+def _piece(text: str, held: list[TokenLogprob], all_lp: list[TokenLogprob] | None) -> str:
+    """``text`` as a :class:`Piece` carrying the held logprobs (which it takes), when asked for."""
+    if all_lp is None:
+        return text
+    piece = Piece(text)
+    piece.logprobs = list(held)
+    all_lp.extend(held)
+    held.clear()
+    return piece
 
 
 def _what_ran(drafter: Drafter, mode: str, layer_set: SkipSet | None) -> tuple[str, SkipSet | None]:

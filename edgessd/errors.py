@@ -28,3 +28,7 @@ class InvalidArgumentError(EdgessdError):
 
 class ContextOverflowError(EdgessdError):
     """The prompt (plus what must be generated) does not fit in the context."""
+
+
+class GrammarError(InvalidArgumentError):
+    """A JSON schema or grammar is invalid, uses an unsupported feature, or does not parse."""

@@ -135,3 +135,44 @@ def speculative_accept(draft: Sequence[int], q: np.ndarray | None, p: np.ndarray
             residual, total = p[i], p[i].sum()
         return i, sample(residual / total, rng)
     return d, sample(p[d], rng)
+
+
+def masked(logits: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``logits`` ``[k, V]`` with every token its row of ``masks`` (bool ``[k, V]``) disallows at -inf."""
+    assert masks.shape == logits.shape, f"masks {masks.shape} for logits {logits.shape}"
+    assert masks.any(axis=1).all(), "a constraint allows no token at some row"
+    return np.where(masks, logits, -np.inf)
+
+
+def constrained_accept(draft: Sequence[int], q: np.ndarray | None, logits: np.ndarray, masks: np.ndarray,
+                       params: SamplerParams, rng: np.random.Generator) -> tuple[int, int]:
+    """The accept rule under a constraint (a JSON schema or grammar): how many drafts to keep, and the next token.
+
+    logits, masks: ``[m+1, V]``, the full model's rows after the pending token and after each of
+    ``draft[:m]``, and the constraint's allowed tokens at each row (row i: the state after the
+    accepted prefix ``draft[:i]``). The drafts ``draft[:m]`` are allowed in sequence; a further
+    ``draft[m]``, if present, is the first one the constraint disallows (the draft was cut there,
+    so it was not verified). q: ``[d, V]`` the draft distributions, or None (point masses).
+
+    Greedy: the longest prefix equal to each masked row's argmax, then that argmax; exactly
+    plain constrained decoding. Sampled: speculative sampling against the masked distributions
+    ``p``. A cut token has p = 0 at its row, so it is rejected for certain and the next token is
+    drawn from the residual ``norm(max(0, p_m - q_m))``, as the unconstrained rule would.
+
+    >>> m = np.array([[True, True, False], [False, True, True]])
+    >>> constrained_accept([1, 0], None, np.array([[0., 5., 9.], [9., 0., 1.]]), m, SamplerParams(), None)
+    (1, 2)
+    """
+    m = logits.shape[0] - 1
+    assert 0 <= m <= len(draft), f"{m + 1} rows for {len(draft)} drafts"
+    z = masked(np.asarray(logits), masks)
+    if params.greedy:
+        argmax = np.argmax(z, axis=1)
+        n = greedy_accept(list(draft[:m]), argmax)
+        return n, int(argmax[n])
+    p = target_probs(z, params)
+    if len(draft) == m:
+        return speculative_accept(list(draft), q, p, rng)
+    # verify draft[:m+1]: draft[m] meets row m, where p gives it 0; the padded row m+1 is never read
+    padded = np.vstack([p, p[-1:]])
+    return speculative_accept(list(draft[:m + 1]), None if q is None else q[:m + 1], padded, rng)

@@ -25,6 +25,7 @@ class GenerationStats:
     t_prompt_ms: float = 0.0  # prefill, up to the first token's logits
     t_draft_ms: float = 0.0   # time in drafters
     t_verify_ms: float = 0.0  # full-model passes during generation (verification and plain steps)
+    t_constraint_ms: float = 0.0  # of t_verify_ms: a JSON schema's or grammar's masks, cuts and rollbacks
     t_gen_ms: float = 0.0     # whole generation after the prompt (draft + verify + sampling + overhead)
 
     def observe_cycle(self, n_drafted: int, n_accepted: int) -> None:

@@ -14,9 +14,13 @@ from .options import engine_options, model_argument, sampling_options
 @click.option("-p", "--prompt", required=True, help="Prompt text ('-' reads standard input).")
 @click.option("--chat", is_flag=True, help="Wrap the prompt as a user message in the model's chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, tokens, mode, layer_set, stats.")
+@click.option("--json-schema", "json_schema", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Reply with JSON valid against the JSON schema in FILE.")
+@click.option("--grammar", "grammar", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Reply following the grammar in FILE (llguidance Lark, or llama.cpp GBNF).")
 @sampling_options
 @engine_options
-def generate(model, prompt, chat, as_json, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
+def generate(model, prompt, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
              n_threads, n_ctx, n_gpu_layers) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
@@ -25,6 +29,7 @@ def generate(model, prompt, chat, as_json, n_predict, temperature, top_k, top_p,
       edgessd generate smollm2-135m -p "The capital of France is" -n 32
       edgessd generate qwen2.5-coder-0.5b --chat -p "Write fizzbuzz in Python" --mode lookup --json
       edgessd generate model.gguf -p "Once upon" --mode layerskip --skip 'attn:3-9;mlp:4,8'
+      edgessd generate qwen2.5-coder-0.5b --chat -p "A user as JSON" --json-schema user.schema.json
     """
     from ..engine import Engine
 
@@ -35,7 +40,8 @@ def generate(model, prompt, chat, as_json, n_predict, temperature, top_k, top_p,
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
     request = [{"role": "user", "content": prompt}] if chat else prompt
     kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                  mode=mode, skip=skip, draft_max=draft_max)
+                  mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),
+                  grammar=read_text(grammar))
     if as_json:
         click.echo(json.dumps(eng.generate(request, **kwargs).to_json()))
         return
@@ -50,3 +56,17 @@ def generate(model, prompt, chat, as_json, n_predict, temperature, top_k, top_p,
     click.secho(f"[{s.n_generated} tokens | prompt {s.prompt_tok_s:.1f} t/s | gen {s.gen_tok_s:.1f} t/s | "
                 f"{result.mode} | accept {100 * s.acceptance_rate:.0f}% | mean_accepted {s.mean_accepted:.2f}]",
                 dim=True, err=True)
+
+
+def read_text(path: str | None) -> str | None:
+    """The UTF-8 text of ``path``, or None."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from ..errors import InvalidArgumentError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgumentError(f"cannot read {path}: {e}") from None

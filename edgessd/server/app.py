@@ -26,6 +26,9 @@ from starlette.types import Receive, Scope, Send
 from ..engine import Engine
 from .schema import ApiError, Defaults, parse_json, parse_request
 from .shapes import Outcome, Shapes, models_list
+from .structured import parse_structured
+from .tools import parse_calls, with_history
+from .tools import render as render_tools
 from .worker import Event, Job, Worker
 
 
@@ -91,10 +94,15 @@ class Api:
     async def _generate(self, request: Request, kind: str) -> Response:
         body = parse_json(await read_body(request, self.config.max_body, self.config.client_timeout_s))
         req = parse_request(body, kind, self.config.defaults, n_ctx=self.engine.ctx.n_ctx)
-        job = Job(prompt=req.prompt, params={**req.engine_kwargs(), **self.config.engine_kwargs}, stops=req.stop,
-                  loop=asyncio.get_running_loop())
+        structured = parse_structured(body, kind, self.engine)
+        params = {**req.engine_kwargs(), **structured.engine_kwargs(), **self.config.engine_kwargs}
+        prompt = req.prompt
+        if structured.tools is not None:
+            prompt = render_tools(self.engine, with_history(body["messages"], req.prompt), structured.tools)
+        job = Job(prompt=prompt, params=params, stops=req.stop, loop=asyncio.get_running_loop())
+        tools = structured.tools.names if structured.tools is not None else None
         self.worker.submit(job)
-        shapes = Shapes(kind, self.config.model_id)
+        shapes = Shapes(kind, self.config.model_id, self.engine.model.token_bytes)
         watcher = asyncio.create_task(watch_disconnect(request, job))
         streaming = False
         try:
@@ -105,11 +113,13 @@ class Api:
                 return Response(status_code=499)  # nobody is there to read it
             if req.stream:
                 streaming = True
-                return EventStream(sse_events(job, first, shapes, include_usage=req.include_usage),
+                return EventStream(sse_events(job, first, shapes, include_usage=req.include_usage, tools=tools),
                                    on_close=job.abandon)
             outcome = await collect(job, first)
             if outcome is None:
                 return Response(status_code=499)
+            if tools:
+                with_calls(outcome, tools)
             return JSONResponse(shapes.response(outcome))
         finally:
             watcher.cancel()
@@ -161,16 +171,37 @@ async def collect(job: Job, event: Event) -> Outcome | None:
     return event.value if event.kind == "done" else None
 
 
-async def sse_events(job: Job, first: Event, shapes: Shapes, *, include_usage: bool) -> AsyncIterator[str]:
+def with_calls(outcome: Outcome, names: set[str]) -> None:
+    """Parse the reply for calls of the tools ``names``: they go to ``tool_calls``, finish_reason ``tool_calls``."""
+    rest, calls = parse_calls(outcome.text, names)
+    if calls:
+        outcome.text, outcome.tool_calls, outcome.finish_reason = rest or "", calls, "tool_calls"
+
+
+async def sse_events(job: Job, first: Event, shapes: Shapes, *, include_usage: bool,
+                     tools: set[str] | None = None) -> AsyncIterator[str]:
     """Server-sent events: OpenAI's chunks, then ``data: [DONE]``; an error mid-stream is
-    one ``data: {"error": ...}`` event and the end of the stream."""
+    one ``data: {"error": ...}`` event and the end of the stream. With tools, the reply is held
+    to the end and sent as one text chunk or as its tool calls."""
     head = shapes.first_chunk()
     if head is not None:
         yield sse(head)
     event = first
     while True:
-        if event.kind == "text":
+        if event.kind == "text" and tools is None:
             yield sse(shapes.text_chunk(event.value))
+        elif event.kind == "text":
+            pass  # collected into the outcome's text
+        elif event.kind == "done" and tools is not None:
+            with_calls(event.value, tools)
+            if event.value.text:
+                yield sse(shapes.text_chunk(event.value.text))
+            if event.value.tool_calls:
+                yield sse(shapes.tool_calls_chunk(event.value.tool_calls))
+            for chunk in shapes.final_chunks(event.value, include_usage=include_usage):
+                yield sse(chunk)
+            yield "data: [DONE]\n\n"
+            return
         elif event.kind == "done":
             for chunk in shapes.final_chunks(event.value, include_usage=include_usage):
                 yield sse(chunk)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..engine import GenerationResult
+from ..logprobs import TokenLogprob
+from .structured import chat_logprobs, completion_logprobs
 
 
 @dataclass
@@ -20,6 +23,8 @@ class Outcome:
     finish_reason: str        # "stop" (end of generation or a stop string) | "length" (token, context or time limit)
     result: GenerationResult
     timed_out: bool = False   # stopped by the server's per-generation time limit
+    logprobs: list[TokenLogprob] | None = None  # of the tokens whose text was sent, when asked for
+    tool_calls: list[dict] | None = None        # parsed from the reply (finish_reason "tool_calls")
 
 
 def finish_reason(stop_reason: str, *, stopped: bool) -> str:
@@ -62,20 +67,28 @@ def models_list(model: str, created: int) -> dict:
 class Shapes:
     """The objects of one response: one id, one creation time, one model name."""
 
-    def __init__(self, kind: str, model: str) -> None:
+    def __init__(self, kind: str, model: str, token_bytes: Callable[[int], bytes] | None = None) -> None:
         self.kind = kind
         self.model = model
+        self.token_bytes = token_bytes or (lambda t: b"")
+        self._offset = 0  # text sent so far (a streamed completion's text_offset)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
 
     def _head(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def _choice(self, text: str | None, finish: str | None, *, role: bool = False) -> dict:
+    def _logprobs(self, lps: list[TokenLogprob] | None, offset: int = 0) -> dict | None:
         if self.kind == "completion":
-            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            return completion_logprobs(lps, self.token_bytes, offset)
+        return chat_logprobs(lps, self.token_bytes)
+
+    def _choice(self, text: str | None, finish: str | None, *, role: bool = False) -> dict:
+        lp = self._logprobs(getattr(text, "logprobs", None), self._offset)
+        if self.kind == "completion":
+            return {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish}
         delta = {"role": "assistant", "content": text or ""} if role else ({} if text is None else {"content": text})
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}
 
     @property
     def chunk_object(self) -> str:
@@ -85,11 +98,15 @@ class Shapes:
         """The whole non-streamed response."""
         if self.kind == "chat":
             obj = self._head("chat.completion")
-            choice = {"index": 0, "message": {"role": "assistant", "content": outcome.text}, "logprobs": None,
-                      "finish_reason": outcome.finish_reason}
+            message: dict = {"role": "assistant", "content": outcome.text}
+            if outcome.tool_calls:
+                message = {"role": "assistant", "content": outcome.text or None, "tool_calls": outcome.tool_calls}
+            choice = {"index": 0, "message": message,
+                      "logprobs": self._logprobs(outcome.logprobs), "finish_reason": outcome.finish_reason}
         else:
             obj = self._head("text_completion")
-            choice = {"index": 0, "text": outcome.text, "logprobs": None, "finish_reason": outcome.finish_reason}
+            choice = {"index": 0, "text": outcome.text, "logprobs": self._logprobs(outcome.logprobs),
+                      "finish_reason": outcome.finish_reason}
         obj.update(choices=[choice], usage=usage(outcome.result), timings=timings(outcome.result),
                    edgessd=extension(outcome))
         return obj
@@ -100,8 +117,15 @@ class Shapes:
             return None
         return dict(self._head(self.chunk_object), choices=[self._choice("", None, role=True)])
 
+    def tool_calls_chunk(self, calls: list[dict]) -> dict:
+        delta = {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]}
+        return dict(self._head(self.chunk_object), choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                                             "finish_reason": None}])
+
     def text_chunk(self, text: str) -> dict:
-        return dict(self._head(self.chunk_object), choices=[self._choice(text, None)])
+        chunk = dict(self._head(self.chunk_object), choices=[self._choice(text, None)])
+        self._offset += len(text)
+        return chunk
 
     def final_chunks(self, outcome: Outcome, *, include_usage: bool) -> list[dict]:
         """The chunk with finish_reason, carrying usage, timings and the edgessd object as

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine import Engine, GenerationResult, Prompt
+from ..engine import Engine, GenerationResult, Piece, Prompt
 from ..errors import EdgessdError
 from .schema import ApiError
 from .shapes import Outcome, finish_reason
@@ -192,21 +192,35 @@ class Worker:
         scanner = StopScanner(job.stops)
         pieces: list[str] = []
         result: GenerationResult | None = None
+        held: list = []  # logprobs of tokens whose text the scanner holds back
+        sent: list | None = [] if job.params.get("logprobs") is not None else None
         for item in self.engine.stream(job.prompt, cancel=job.cancel, **job.params):
             if isinstance(item, GenerationResult):
                 result = item
                 continue
+            held.extend(getattr(item, "logprobs", None) or [])
             text = scanner.feed(item)
             if text:
                 pieces.append(text)
-                job.emit("text", text)
+                job.emit("text", _with_logprobs(text, held, sent))
             if scanner.stopped:
                 job.cancel.set()  # the engine stops after this cycle; what it still yields is dropped
         tail = scanner.flush()
-        if tail:
+        if tail or (held and not scanner.stopped):
             pieces.append(tail)
-            job.emit("text", tail)
+            job.emit("text", _with_logprobs(tail, held, sent))
         assert result is not None, "Engine.stream always ends with a result"
         timed_out = job.timed_out and result.stop_reason == "cancelled" and not scanner.stopped
         reason = finish_reason(result.stop_reason, stopped=scanner.stopped)
-        return Outcome(text="".join(pieces), finish_reason=reason, result=result, timed_out=timed_out)
+        return Outcome(text="".join(pieces), finish_reason=reason, result=result, timed_out=timed_out, logprobs=sent)
+
+
+def _with_logprobs(text: str, held: list, sent: list | None) -> str:
+    """``text`` carrying the held logprobs (which it takes) when the request asked for them."""
+    if sent is None:
+        return text
+    piece = Piece(text)
+    piece.logprobs = list(held)
+    sent.extend(held)
+    held.clear()
+    return piece
