@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
 
@@ -41,7 +42,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except EdgessdError as e:
             if ctx.obj and ctx.obj.get("debug"):
-                raise
+                traceback.print_exc()  # the traceback asked for, but still exit 2 as for any error
             click.echo(f"edgessd: error: {e}", err=True)
             sys.exit(2)
 

@@ -21,11 +21,18 @@ def engine_options(f):
     return f
 
 
+def _nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An empty --skip would draft with the full model and call it layer skip: refuse it."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("empty skip spec; give sublayers like 'attn:3,5;mlp:4-9' or leave --skip out")
+    return value
+
+
 def sampling_options(f):
     """-n/--n-predict, --temp, --top-k, --top-p, --seed, --mode, --skip, --draft-max."""
     f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
                      help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")(f)
-    f = click.option("--skip", "skip", default=None, metavar="SPEC",
+    f = click.option("--skip", "skip", default=None, metavar="SPEC", callback=_nonempty_skip,
                      help="Sublayers to skip when drafting, e.g. 'attn:3,5,7;mlp:4-9'.")(f)
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="How to draft: auto decides from the device profile.")(f)
