@@ -10,8 +10,9 @@ unpacked under ``<cache>/cuda-sdk/cublas-<version>/`` with the unversioned ``.so
 the linker looks for; the directory appears by an atomic rename, so a half-unpacked one
 is never used.
 
-A toolkit that has cuBLAS already (a CUDA image on a GPU machine) needs nothing here, and
-:func:`cmake_args` returns only what that toolkit lacks. Where no ``libcuda.so`` exists
+A toolkit that has cuBLAS already needs nothing here, and :func:`cmake_args` returns only
+what that toolkit lacks; an ``nvidia-cublas`` wheel already installed in the interpreter (a
+CUDA image with PyTorch, which reaches no registry) is used before any download. Where no ``libcuda.so`` exists
 (no driver, no stub), ggml-cuda is built with ``GGML_CUDA_NO_VMM=ON``: its virtual-memory
 pool is the only code that links the driver library. Standard library only.
 """
@@ -80,8 +81,21 @@ def driver_library_present(root: Path) -> bool:
     """A libcuda.so to link against: the driver's, or the toolkit's stub."""
     _, libs = toolkit_dirs(root)
     candidates = [d / "stubs" / "libcuda.so" for d in libs] + [d / "libcuda.so" for d in libs]
-    candidates += [Path(p) / "libcuda.so" for p in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib")]
+    candidates += [Path(p) / "libcuda.so" for p in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib",
+                                                      "/usr/local/nvidia/lib64", "/usr/local/nvidia/lib")]
     return any(p.exists() for p in candidates)
+
+
+def installed_cublas() -> Path | None:
+    """An ``nvidia-cublas`` wheel already installed in this interpreter (``nvidia/cu13``), or None.
+
+    A CUDA image with PyTorch has one, so a machine that reaches no registry builds with it.
+    """
+    for entry in sys.path:
+        sdk = Path(entry or ".") / WHEEL_PREFIX.rstrip("/")
+        if (sdk / "include" / "cublas_v2.h").exists() and (sdk / "lib" / "libcublas.so.13").exists():
+            return sdk
+    return None
 
 
 def unpack_cublas(wheel: Path, dest: Path) -> None:
@@ -133,16 +147,21 @@ def fetch_cublas(release: str) -> Path:
     return dest
 
 
+def shared_library(lib: Path, name: str) -> Path:
+    """``lib/lib<name>.so`` where the link exists (an unpacked download), else ``.so.13`` (an installed wheel)."""
+    plain = lib / f"lib{name}.so"
+    return plain if plain.exists() else lib / f"lib{name}.so.13"
+
+
 def cmake_args() -> list[str]:
     """CMake arguments that give ggml-cuda cuBLAS (and, without libcuda, no VMM pool)."""
     root = toolkit_root()
     args: list[str] = []
     if not toolkit_has_cublas(root):
-        release = ".".join(nvcc_version().split(".")[:2])
-        sdk = fetch_cublas(release)
+        sdk = installed_cublas() or fetch_cublas(".".join(nvcc_version().split(".")[:2]))
         inc, lib = sdk / "include", sdk / "lib"
-        args += [f"-DCUDA_cublas_LIBRARY={lib / 'libcublas.so'}",
-                 f"-DCUDA_cublasLt_LIBRARY={lib / 'libcublasLt.so'}",
+        args += [f"-DCUDA_cublas_LIBRARY={shared_library(lib, 'cublas')}",
+                 f"-DCUDA_cublasLt_LIBRARY={shared_library(lib, 'cublasLt')}",
                  f"-DCMAKE_CUDA_FLAGS=-I{inc}", f"-DCMAKE_CXX_FLAGS=-I{inc}",
                  f"-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-rpath-link,{lib}"]
     if not driver_library_present(root):
