@@ -25,7 +25,8 @@
 # Rehearsed end to end on a CPU by bench/gpu/dryrun.sh (every step but the CUDA build).
 #
 # Environment: OUT (results folder, the device tool sets it), EDGESSD_GPU_PYTHON (the
-# image's python3), EDGESSD_GPU_DRYRUN=WHEEL (rehearsal: configure only, install WHEEL).
+# image's python3), EDGESSD_GPU_DRYRUN=WHEEL (rehearsal: configure only, install WHEEL),
+# EDGESSD_GPU_NOPIP=1 (take the path of an interpreter without ensurepip; the rehearsal does).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 C1=.gpu/call1 DEV=.gpu/dev
@@ -43,15 +44,21 @@ say "gpu: $(cat "$OUT/gpu.txt"); cores: $(nproc)"
 
 # a venv whose own site-packages come first, with the image's packages (numpy, torch's
 # nvidia-cublas, scikit-build-core, cmake, ninja, pytest) behind them through a .pth file
+# (an interpreter without ensurepip gets a venv without pip, filled by the image's pip)
 rm -rf "$DEV/venv"
-$PY -m venv "$DEV/venv"
 V=$DEV/venv/bin/python
+if [ -z "${EDGESSD_GPU_NOPIP:-}" ] && $PY -m venv "$DEV/venv" >/dev/null 2>&1; then
+  export EDGESSD_GPU_PIP="$V -m pip"
+else
+  rm -rf "$DEV/venv" && $PY -m venv --without-pip "$DEV/venv"
+  export EDGESSD_GPU_PIP="$PY -m pip --python $V"
+fi
 $PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$($V -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/image-site.pth"
 say "venv ready ($(( $(date +%s) - T0 )) s)"
 
 # wheels first: hnswlib's sdist builds against the pybind11 among them
-($V -m pip install -q --no-index --no-deps $C1/wheels/*.whl \
-  && $V -m pip install -q --no-index --no-deps --no-build-isolation $C1/wheels/*.tar.gz) >"$OUT/wheels.log" 2>&1 &
+($EDGESSD_GPU_PIP install -q --no-index --no-deps $C1/wheels/*.whl \
+  && $EDGESSD_GPU_PIP install -q --no-index --no-deps --no-build-isolation $C1/wheels/*.tar.gz) >"$OUT/wheels.log" 2>&1 &
 WHEELS=$!
 
 rm -rf "$DEV/src" && mkdir -p "$DEV/src"

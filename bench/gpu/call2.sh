@@ -6,8 +6,8 @@
 # Steps, each writing into .gpu/dev/results/ (packed as $OUT/results.tar.gz, with summary.md and
 # summary.json beside it: what comes back from $OUT is at most 8 files):
 #   1. smollm2-135m from the two halves, sha256 checked against the registry's
-#   2. gpu_checks.py: skip masks, lossless greedy, graph lanes, CUDA-graph captures per cycle
-#   3. edgessd profile smollm2-135m -ngl $NGL: t(1), V(k), sublayer costs on this GPU
+#   2. edgessd profile smollm2-135m -ngl $NGL: t(1), V(k), sublayer costs on this GPU
+#   3. gpu_checks.py: skip masks, lossless greedy, graph lanes, CUDA-graph captures per cycle
 #   4. edgessd bench: plain, lookup, static, planner, auto (llama.cpp's own tools are not built)
 #   5. stand-ins with random weights and the exact shapes and types of smollm2-135m and
 #      qwen2.5-coder-0.5b/1.5b, each profiled; replay.py replays the greedy outputs recorded
@@ -50,11 +50,11 @@ GOT=$(sha256sum "$MODELS/smollm2-135m.gguf.tmp" | cut -d' ' -f1)
 mv "$MODELS/smollm2-135m.gguf.tmp" "$MODELS/smollm2-135m.gguf"
 say "sha256 ok: $GOT"
 
-step "2: gpu checks"
-$V bench/gpu/gpu_checks.py smollm2-135m -ngl "$NGL" --json "$R/checks.json" >"$R/checks.log" 2>&1
-
-step "3: profile smollm2"
+step "2: profile smollm2"
 $ES profile smollm2-135m -ngl "$NGL" $PROF --json >"$R/profile-smollm2-135m.json" 2>"$R/profile-smollm2-135m.log"
+
+step "3: gpu checks (auto plans from the profile just measured)"
+$V bench/gpu/gpu_checks.py smollm2-135m -ngl "$NGL" --json "$R/checks.json" >"$R/checks.log" 2>&1
 
 step "4: bench"
 $ES bench smollm2-135m --prompts bench/prompts/bench.jsonl $BENCH --methods plain,lookup,static,planner,auto \

@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", type=Path, default=None)
     ap.add_argument("--dry-run", type=Path, metavar="WHEEL", default=None)
     ns = ap.parse_args(argv)
+    pip = shlex.split(os.environ.get("EDGESSD_GPU_PIP", f"{sys.executable} -m pip"))  # call1.sh sets it
     os.environ.update(EDGESSD_BACKEND="cuda", CMAKE_CUDA_ARCHITECTURES=ns.arch)
     pb = load_patch_build()
     args = pb.cmake_args("cuda")
@@ -67,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         out = ns.src.parent / "wheel"
         out.mkdir(exist_ok=True)
         env = dict(os.environ, CMAKE_ARGS=" ".join(args), CMAKE_BUILD_PARALLEL_LEVEL=str(jobs), FORCE_CMAKE="1")
-        rec["build_seconds"] = run_logged([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+        rec["build_seconds"] = run_logged([*pip, "wheel", "--no-deps", "--no-build-isolation",
                                            "--no-index", "-v", "-w", str(out), str(ns.src)], log, env=env)
         wheel = next(out.glob("llama_cpp_python-*.whl"))
         backend = "cuda"
     rec["wheel"], rec["wheel_bytes"] = wheel.name, wheel.stat().st_size
-    run_logged([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
+    run_logged([*pip, "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
                 str(wheel)], log)
     marker = Path(sys.prefix) / "edgessd-llama-build.json"
     marker.write_text(json.dumps({"key": f"gpu-run-{ns.arch}", "backend": backend, "wheel": str(wheel)}) + "\n")

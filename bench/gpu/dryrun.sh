@@ -24,7 +24,7 @@ done
 mkdir -p "$SIM/.gpu" && cp -r .gpu/call1 "$SIM/.gpu/"
 WHEEL=$(EDGESSD_BACKEND=cpu $PY patches/build.py --build-only | tail -1)
 T0=$(date +%s)
-(cd "$SIM" && OUT=$SIM/out1 EDGESSD_GPU_PYTHON=$PY EDGESSD_GPU_DRYRUN=$WHEEL bash bench/gpu/call1.sh)
+(cd "$SIM" && OUT=$SIM/out1 EDGESSD_GPU_PYTHON=$PY EDGESSD_GPU_DRYRUN=$WHEEL EDGESSD_GPU_NOPIP=1 bash bench/gpu/call1.sh)
 T1=$(date +%s)
 cp -r .gpu/call2 "$SIM/.gpu/"
 (cd "$SIM" && OUT=$SIM/out2 EDGESSD_GPU_NGL=0 EDGESSD_GPU_QUICK=1 bash bench/gpu/call2.sh)

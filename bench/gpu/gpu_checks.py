@@ -45,7 +45,7 @@ PROMPT = ("Write a Python function that parses a CSV file of transactions, group
 LOSSLESS_PROMPTS = ["def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
                     "Rewrite this sentence in the passive voice: The cat chased the mouse across the garden.",
                     "List the first ten prime numbers, separated by commas: 2, 3, 5,"]
-MARKS = {"captures": "CUDA graph warmup complete", "replays": "reused", "resets": "CUDA graph warmup reset"}
+MARKS = {"captures": "CUDA graph warmup complete", "replays": "CUDA Graph id", "resets": "CUDA graph warmup reset"}
 
 
 @contextlib.contextmanager
@@ -65,8 +65,7 @@ def stderr_to(log: list[str]) -> Iterator[None]:
 
 
 def count(text: str) -> dict[str, int]:
-    return {k: sum(1 for line in text.splitlines() if m in line and ("CUDA" in line or k != "replays"))
-            for k, m in MARKS.items()}
+    return {k: sum(1 for line in text.splitlines() if m in line) for k, m in MARKS.items()}
 
 
 def check_skip_masks(ctx: Context, model: Model, toks: list[int]) -> dict:
