@@ -154,20 +154,35 @@ def main() -> None:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--record", type=Path, help="keep the recorded outputs here and reuse them")
     ap.add_argument("--md", type=Path)
+    ap.add_argument("--profile", type=Path,
+                    help="take the costs from this profile (e.g. a same-shape stand-in's, measured on a GPU) "
+                         "and the outputs from --record alone: the model need not be here")
+    ap.add_argument("--json", type=Path, help="also write the per-policy means as JSON")
     ns = ap.parse_args()
 
-    cats = ns.categories.split(",")
-    prompts = [p for p in load_prompts(ns.prompts) if p.category in cats]
-    sha = registry.model_sha256(registry.resolve(ns.model))
-    prof = load_profile(profile_path(sha, ns.threads), model_sha256=sha)
-    rows = record(ns.model, sha, prompts, ns.n_predict, ns.threads, ns.record)
+    if ns.profile:
+        if ns.record is None or not ns.record.exists():
+            sys.exit("replay.py: --profile replays recorded outputs: give an existing --record file")
+        prof = load_profile(ns.profile)
+        rows = json.loads(ns.record.read_text())["rows"]
+        cats = sorted({r["category"] for r in rows}) if ns.categories == "all" else ns.categories.split(",")
+        rows = [r for r in rows if r["category"] in cats]
+    else:
+        prompts = load_prompts(ns.prompts)
+        cats = sorted({p.category for p in prompts}) if ns.categories == "all" else ns.categories.split(",")
+        prompts = [p for p in prompts if p.category in cats]
+        sha = registry.model_sha256(registry.resolve(ns.model))
+        prof = load_profile(profile_path(sha, ns.threads), model_sha256=sha)
+        rows = record(ns.model, sha, prompts, ns.n_predict, ns.threads, ns.record)
 
     policies = {
         "auto": lambda r: AutoDrafter(prof.cost_at),  # as the engine makes it: d up to 16
         "auto, d <= 12": lambda r: AutoDrafter(prof.cost_at, d_max=12),
         "lookup d=4": lambda r: LookupDrafter(max_tokens=4),
     }
-    lines = [f"# bench/replay.py: {ns.model}, {ns.threads} threads, -n {ns.n_predict}, {ns.prompts.name} "
+    where = f"costs of {ns.profile.name} ({prof.device.get('gpu') or prof.device.get('cpu')})" if ns.profile \
+        else f"{ns.threads} threads"
+    lines = [f"# bench/replay.py: {ns.model}, {where}, -n {ns.n_predict}, {ns.prompts.name} "
              f"({', '.join(cats)})", "",
              "Command: `python bench/replay.py " + " ".join(sys.argv[1:]) + "`", "",
              "Predicted speedup over plain (mean accepted per cycle), replayed over plain's greedy output "
@@ -194,6 +209,11 @@ def main() -> None:
     print(text)
     if ns.md:
         ns.md.write_text(text)
+    if ns.json:
+        means = {k: float(np.mean(v)) for k, v in table.items()}
+        ns.json.write_text(json.dumps({"model": ns.model, "profile": str(ns.profile or ""), "device": prof.device,
+                                       "categories": cats, "n_prompts": len(rows), "predicted_speedup": means},
+                                      indent=2) + "\n")
 
 
 if __name__ == "__main__":

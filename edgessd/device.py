@@ -55,8 +55,17 @@ def cpu_kernels() -> str:
     return kernels()
 
 
-def fingerprint(n_threads: int | None = None) -> dict:
-    """CPU, cores, memory, backend, GPU, CPU kernels: what a profile's timings depend on."""
+def gpu_slug(name: str | None) -> str:
+    """A GPU's name as a file-name part: ``NVIDIA H200`` -> ``nvidia-h200``."""
+    return re.sub(r"[^a-z0-9]+", "-", (name or "no-gpu").lower()).strip("-") or "no-gpu"
+
+
+def fingerprint(n_threads: int | None = None, n_gpu_layers: int = 0) -> dict:
+    """CPU, cores, memory, backend, GPU, CPU kernels, offload: what a profile's timings depend on.
+
+    ``n_gpu_layers`` (the -ngl the model is loaded with) is recorded only when it offloads
+    something, so a CPU profile keeps the fingerprint it had before offload was keyed.
+    """
     fp = {
         "cpu": cpu_model(),
         "machine": platform.machine(),
@@ -70,4 +79,6 @@ def fingerprint(n_threads: int | None = None) -> dict:
     }
     if n_threads is not None:
         fp["threads"] = n_threads
+    if n_gpu_layers > 0:
+        fp["n_gpu_layers"] = n_gpu_layers
     return fp

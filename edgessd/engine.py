@@ -104,6 +104,7 @@ class Engine:
         if n_threads is not None and n_threads <= 0:
             raise InvalidArgumentError(f"threads must be positive, got {n_threads}")
         self.model_path: Path = registry.resolve(model)
+        self.n_gpu_layers = n_gpu_layers
         self.model = Model(self.model_path, n_gpu_layers=n_gpu_layers)
         self.ctx = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or default_threads())
         self._kv: list[int] = []  # the tokens the KV cache holds, in order
@@ -397,7 +398,7 @@ class Engine:
             index.save(index_dir(index.model_sha256))
 
     def device_profile(self) -> Profile | None:
-        """This model's cached profile for this device and thread count, or None.
+        """This model's cached profile for this device, thread count and offload, or None.
 
         Looked up once per engine (a profile cannot change under a running engine); the
         layer-skip plan derived from it is kept with it.
@@ -408,9 +409,10 @@ class Engine:
         from .profiler import ProfileError, load_profile, profile_path
 
         sha = registry.model_sha256(self.model_path)
-        where = profile_path(sha, self.ctx.n_threads)
+        where = profile_path(sha, self.ctx.n_threads, self.n_gpu_layers)
+        fp = device.fingerprint(self.ctx.n_threads, self.n_gpu_layers)
         try:
-            self._profile = load_profile(where, model_sha256=sha, fingerprint=device.fingerprint(self.ctx.n_threads))
+            self._profile = load_profile(where, model_sha256=sha, fingerprint=fp)
         except ProfileError as e:
             self._profile = None
             if where.exists():

@@ -106,9 +106,13 @@ class ProfileError(EdgessdError):
     """A profile file is missing, corrupt, from another model or device, or of another schema."""
 
 
-def profile_path(model_sha256: str, n_threads: int) -> Path:
-    fp = device.fingerprint(n_threads)
+def profile_path(model_sha256: str, n_threads: int, n_gpu_layers: int = 0) -> Path:
+    """``{sha}-{backend}-{kernels}-t{threads}``, and ``-ngl{N}-{gpu}`` when layers are offloaded:
+    a profile measured with one offload is never read by an engine loaded with another."""
+    fp = device.fingerprint(n_threads, n_gpu_layers)
     tag = f"{fp['backend']}-{fp['cpu_kernels']}-t{n_threads}"
+    if n_gpu_layers > 0:
+        tag += f"-ngl{n_gpu_layers}-{device.gpu_slug(fp['gpu'])}"
     return cache_dir() / "profiles" / f"{model_sha256[:16]}-{tag}.json"
 
 
@@ -357,12 +361,15 @@ def fit(ctx_lengths: list[int], attn_ms: list[float], mlp_ms: list[float]) -> tu
 
 
 def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_lengths: list[int] | None = None,
-                  k_max: int = 16, reps: int = 5, force: bool = False,
+                  k_max: int = 16, reps: int = 5, force: bool = False, n_gpu_layers: int = 0,
                   progress: Callable[[str], None] = lambda _: None) -> tuple[Profile, Path, bool]:
-    """Return (profile, its path, whether it was measured now); reuses a valid cached one unless ``force``."""
+    """Return (profile, its path, whether it was measured now); reuses a valid cached one unless ``force``.
+
+    The model is loaded with ``n_gpu_layers`` offloaded, as the engine that reads the profile loads it.
+    """
     sha = registry.model_sha256(model_path)
-    fp = device.fingerprint(n_threads)
-    path = profile_path(sha, n_threads)
+    fp = device.fingerprint(n_threads, n_gpu_layers)
+    path = profile_path(sha, n_threads, n_gpu_layers)
     if not force:
         try:
             return load_profile(path, model_sha256=sha, fingerprint=fp), path, False
@@ -372,7 +379,7 @@ def profile_model(model_path: Path, *, n_threads: int, n_ctx: int = 2048, ctx_le
     lengths = ctx_lengths or [64, n_ctx // 4, n_ctx // 2]
     lengths = sorted({min(max(8, n), n_ctx - k_max - 2) for n in lengths})
     t0 = time.perf_counter()
-    model = Model(model_path)
+    model = Model(model_path, n_gpu_layers=n_gpu_layers)
     ctx = Context(model, n_ctx=n_ctx, n_batch=max(64, k_max), n_threads=n_threads)
     try:
         m = measure(model, ctx, ctx_lengths=lengths, k_max=k_max, reps=reps, progress=progress)

@@ -47,6 +47,8 @@ KERNEL_DIR = PATCH_DIR / "cpu-kernels"          # copied to ggml/src/ggml-cpu/ed
 KERNEL_DEST = Path("vendor/llama.cpp/ggml/src/ggml-cpu/edgessd")
 sys.path.insert(0, str(PATCH_DIR.parent))
 from edgessd.fsutil import cache_dir, file_lock, sha256_file  # noqa: E402  (stdlib-only module)
+sys.path.insert(0, str(PATCH_DIR))
+import cuda_sdk  # noqa: E402  (stdlib-only, beside this file)
 
 BASE_CMAKE_ARGS = ["-DLLAVA_BUILD=OFF"]  # no multimodal library
 
@@ -120,6 +122,10 @@ def cmake_args(backend: str) -> list[str]:
             raise BuildError("EDGESSD_BACKEND=cuda but nvcc is not on PATH: install the CUDA toolkit")
         archs = os.environ.get("CMAKE_CUDA_ARCHITECTURES", "native")
         args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
+        try:
+            args += cuda_sdk.cmake_args()  # cuBLAS from PyPI where the toolkit lacks it
+        except cuda_sdk.SdkError as e:
+            raise BuildError(str(e)) from e
     elif backend == "metal":
         args += ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]
     else:
@@ -205,14 +211,15 @@ def apply_patches(src: Path) -> None:
         print(f"edgessd: applied {patch.name}", flush=True)
 
 
-def build_wheel(sdist: Path, args: list[str], out: Path, log: Path) -> Path:
+def build_wheel(sdist: Path, args: list[str], out: Path, log: Path) -> tuple[Path, float]:
     with tempfile.TemporaryDirectory(prefix="edgessd-build-") as tmp:
         with tarfile.open(sdist) as tar:
             tar.extractall(tmp, filter="data")
         src = Path(tmp) / f"llama_cpp_python-{VERSION}"
         apply_patches(src)
         env = dict(os.environ, CMAKE_ARGS=" ".join(args),
-                   CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2), FORCE_CMAKE="1")
+                   CMAKE_BUILD_PARALLEL_LEVEL=os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2)),
+                   FORCE_CMAKE="1")
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
                "-w", str(out), str(src)]
         print(f"edgessd: building llama.cpp ({' '.join(args)}); log: {log}", flush=True)
@@ -232,11 +239,12 @@ def build_wheel(sdist: Path, args: list[str], out: Path, log: Path) -> Path:
         if rc != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
             raise BuildError(f"wheel build failed (exit {rc}); last lines of {log}:\n{tail}")
-        print(f"edgessd: built in {time.monotonic() - t0:.0f}s", flush=True)
+        seconds = time.monotonic() - t0
+        print(f"edgessd: built in {seconds:.0f}s", flush=True)
         wheels = list(out.glob("llama_cpp_python-*.whl"))
         if len(wheels) != 1:
             raise BuildError(f"expected one wheel in {out}, found {len(wheels)}")
-        return wheels[0]
+        return wheels[0], seconds
 
 
 def cached_wheel(key: str, backend: str, args: list[str]) -> Path:
@@ -252,8 +260,10 @@ def cached_wheel(key: str, backend: str, args: list[str]) -> Path:
         (root / "wheels").mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root / "wheels"))
         try:
-            wheel = build_wheel(sdist, args, staging, root / "logs" / f"build-{key}.log")
+            wheel, seconds = build_wheel(sdist, args, staging, root / "logs" / f"build-{key}.log")
             meta = {"key": key, "version": VERSION, "backend": backend, "cmake_args": args,
+                    "build_seconds": round(seconds, 1),
+                    "build_parallel_level": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2)),
                     "patches": {p.name: sha256_file(p) for p in patch_files() + kernel_files()}}
             (staging / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
             os.replace(staging, wheel_dir)  # atomic: a half-built wheel is never seen
@@ -273,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--print-key", action="store_true", help="print the cache key and exit")
     ap.add_argument("--force", action="store_true", help="reinstall even if this build is installed")
+    ap.add_argument("--build-only", action="store_true",
+                    help="build (or reuse) the cached wheel and print its path; install nothing")
     ns = ap.parse_args(argv)
     try:
         backend = choose_backend()
@@ -280,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         key = build_key(backend, args)
         if ns.print_key:
             print(key)
+            return 0
+        if ns.build_only:
+            print(cached_wheel(key, backend, args))
             return 0
         marker = Path(sys.prefix) / "edgessd-llama-build.json"
         if not ns.force and installed_key(marker) == key:

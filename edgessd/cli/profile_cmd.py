@@ -30,18 +30,23 @@ def gguf_block_count(path) -> int:
 @click.option("--k-max", type=click.IntRange(2, 32), default=16, show_default=True,
               help="Measure V(k) for k = 1..K.")
 @click.option("--reps", type=click.IntRange(1, 50), default=5, show_default=True, help="Repetitions per timing.")
+@click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Layers to offload to the GPU, as generate/chat/serve will load the model.")
 @click.option("--force", is_flag=True, help="Measure again even if a valid profile is cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of a table.")
-def profile(model, n_threads, n_ctx, k_max, reps, force, as_json) -> None:
+def profile(model, n_threads, n_ctx, k_max, reps, n_gpu_layers, force, as_json) -> None:
     """Measure what decoding MODEL costs on this device, for the planner.
 
-    The profile is cached (keyed by the model's sha256, the device and the thread count)
-    and reused until one of them changes.
+    The profile is cached (keyed by the model's sha256, the device, the thread count and,
+    with -ngl, the offload and the GPU) and reused until one of them changes. On a GPU
+    build, profile with the -ngl that generate/chat/serve use: auto reads only the profile
+    measured with the engine's own offload.
 
     \b
     Examples:
       edgessd profile qwen2.5-coder-1.5b -t 2
       edgessd profile model.gguf --force --json
+      edgessd profile smollm2-135m -ngl 99     # a CUDA or Metal build
     """
     import json
 
@@ -64,7 +69,7 @@ def profile(model, n_threads, n_ctx, k_max, reps, force, as_json) -> None:
 
     try:
         prof, where, measured = profile_model(path, n_threads=threads, n_ctx=n_ctx, k_max=k_max, reps=reps,
-                                              force=force, progress=progress)
+                                              force=force, n_gpu_layers=n_gpu_layers, progress=progress)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
