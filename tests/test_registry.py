@@ -52,13 +52,19 @@ def test_models_list_and_path_cli():
     assert r.stdout.strip() == str(registry.model_path(SMOL))
 
 
-def test_truncated_cached_model_is_detected_and_refetched(tmp_path, monkeypatch):
+def _smol_in_a_fresh_cache(tmp_path, monkeypatch):
+    """Point the cache at tmp_path and copy the verified default model into it: (source, copy)."""
     good = registry.resolve(SMOL)
     monkeypatch.setenv("EDGESSD_CACHE_DIR", str(tmp_path))
     target = registry.model_path(SMOL)
     assert target.parent == tmp_path / "models"
     target.parent.mkdir(parents=True)
     shutil.copyfile(good, target)
+    return good, target
+
+
+def test_truncated_cached_model_is_detected_and_refetched(tmp_path, monkeypatch):
+    good, target = _smol_in_a_fresh_cache(tmp_path, monkeypatch)
     s = registry.spec(SMOL)
     assert registry.is_verified(s, target)  # writes the stamp
 
@@ -75,11 +81,7 @@ def test_truncated_cached_model_is_detected_and_refetched(tmp_path, monkeypatch)
 
 
 def test_corrupt_bytes_with_same_size_are_detected(tmp_path, monkeypatch):
-    good = registry.resolve(SMOL)
-    monkeypatch.setenv("EDGESSD_CACHE_DIR", str(tmp_path))
-    target = registry.model_path(SMOL)
-    target.parent.mkdir(parents=True)
-    shutil.copyfile(good, target)
+    good, target = _smol_in_a_fresh_cache(tmp_path, monkeypatch)
     s = registry.spec(SMOL)
     assert registry.is_verified(s, target)
     with open(target, "r+b") as f:
@@ -95,11 +97,7 @@ def test_unfetchable_package_names_the_package(tmp_path, monkeypatch):
 
 
 def test_models_list_json_rm_and_path_without_fetching(tmp_path, monkeypatch):
-    good = registry.resolve(SMOL)
-    monkeypatch.setenv("EDGESSD_CACHE_DIR", str(tmp_path))
-    target = registry.model_path(SMOL)
-    target.parent.mkdir(parents=True)
-    shutil.copyfile(good, target)
+    good, target = _smol_in_a_fresh_cache(tmp_path, monkeypatch)
 
     r = run_cli("models", "list", "--json")
     assert r.returncode == 0, r.stderr
