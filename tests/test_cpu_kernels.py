@@ -27,7 +27,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog. In the beginning was the 
 CONT = " God, and the word was God. He was in the beginning with God; all things were made through him."
 
 # llama_ftype of a pure quantization to each covered type
-FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q6_K": 18}
+FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18}
 
 
 def cpu_flags() -> set[str]:

@@ -77,14 +77,9 @@ typedef struct {
     float d, dm;
 } unpacked256;
 
-static inline void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int k = 0; k < 4; ++k) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
-        u->q[2 * k]     = _mm256_and_si256(v, m4);
-        u->q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    }
-    const __m128i sm8 = es_q4_K_scales_mins_v(x->scales);  // 8 scales, 8 mins (bytes)
+// Q4_K's and Q5_K's 8 scales and 8 mins (12 packed bytes), as unpacked256's sv and cm
+static inline void unpack_q4_K_scales(const uint8_t * scales, unpacked256 * u) {
+    const __m128i sm8 = es_q4_K_scales_mins_v(scales);  // 8 scales, 8 mins (bytes)
     const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm8));                   // scales as int16
     const __m256i mn16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8)));  // mins as int16
     for (int c = 0; c < 8; ++c) {
@@ -93,6 +88,29 @@ static inline void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
     // int16 lane g: min of sub-block g/2
     u->cm = _mm256_shuffle_epi8(mn16, _mm256_set_epi8(15, 14, 15, 14, 13, 12, 13, 12, 11, 10, 11, 10, 9, 8, 9, 8,
                                                       7, 6, 7, 6, 5, 4, 5, 4, 3, 2, 3, 2, 1, 0, 1, 0));
+}
+
+static inline void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
+        u->q[2 * k]     = _mm256_and_si256(v, m4);
+        u->q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    unpack_q4_K_scales(x->scales, u);
+    u->d  = h2f(x->d);
+    u->dm = h2f(x->dmin);
+}
+
+static inline void unpack_q5_K(const es_block_q5_K * x, unpacked256 * u) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i hb = _mm256_loadu_si256((const __m256i *) x->qh);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
+        u->q[2 * k]     = _mm256_or_si256(_mm256_and_si256(v, m4), es_q5_K_high(hb, 2 * k));
+        u->q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), es_q5_K_high(hb, 2 * k + 1));
+    }
+    unpack_q4_K_scales(x->scales, u);
     u->d  = h2f(x->d);
     u->dm = h2f(x->dmin);
 }
@@ -114,7 +132,7 @@ static inline void unpack_q6_K(const es_block_q6_K * x, unpacked256 * u) {
 ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
                        const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
     const int64_t nb = n / 256;
-    const size_t bw = type == EDGESSD_Q4_K ? sizeof(es_block_q4_K) : sizeof(es_block_q6_K);
+    const size_t bw = es_bytes256(type);
     for (int64_t r = 0; r < nrows; ++r) {
         const char * row = (const char *) w + r * w_stride;
         __m256 acc[EDGESSD_MM_MAX_COLS];
@@ -124,6 +142,8 @@ ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int
             _mm_prefetch(row + (b + ES_PREFETCH_BLOCKS) * bw, _MM_HINT_T2);  // into L2: more misses in flight than L1 allows
             if (type == EDGESSD_Q4_K) {
                 unpack_q4_K((const es_block_q4_K *) (row + b * bw), &u);
+            } else if (type == EDGESSD_Q5_K) {
+                unpack_q5_K((const es_block_q5_K *) (row + b * bw), &u);
             } else {
                 unpack_q6_K((const es_block_q6_K *) (row + b * bw), &u);
             }
@@ -151,6 +171,11 @@ static void avx2_q4_K(int64_t n, const void * w, size_t ws, int64_t nr, const vo
     ES_BY_COLS(rows256, EDGESSD_Q4_K)
 }
 
+static void avx2_q5_K(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys,
+                      int nc, float * dst, size_t ds) {
+    ES_BY_COLS(rows256, EDGESSD_Q5_K)
+}
+
 static void avx2_q6_K(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys,
                       int nc, float * dst, size_t ds) {
     ES_BY_COLS(rows256, EDGESSD_Q6_K)
@@ -169,6 +194,7 @@ edgessd_mm_fn edgessd_mm_avx2_kernel(int type) {
         case EDGESSD_Q5_0: return avx2_q5_0;
         case EDGESSD_Q4_1: return avx2_q4_1;
         case EDGESSD_Q4_K: return avx2_q4_K;
+        case EDGESSD_Q5_K: return avx2_q5_K;
         case EDGESSD_Q6_K: return avx2_q6_K;
     }
     return NULL;

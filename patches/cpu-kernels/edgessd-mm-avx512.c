@@ -102,13 +102,11 @@ ES_INLINE __m512i pair256(__m256i lo, __m256i hi) {
     return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
 }
 
-ES_INLINE void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
+// Q4_K's and Q5_K's 8 scales and 8 mins (12 packed bytes), as unpacked256's sv and cm
+ES_INLINE void unpack_q4_K_scales(const uint8_t * scales, unpacked256 * u) {
     // int16 lanes 0-7: the 8 scales, 8-15: the 8 mins
-    const __m512i sm16 = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(es_q4_K_scales_mins_v(x->scales)));
+    const __m512i sm16 = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(es_q4_K_scales_mins_v(scales)));
     for (int k = 0; k < 4; ++k) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
-        u->q[k]  = pair256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
         // lanes 0-15: scale 2k, 16-31: scale 2k+1
         const __m512i idx = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short) (2 * k)),
                                                     _mm512_set1_epi16((short) (2 * k + 1)));
@@ -117,6 +115,28 @@ ES_INLINE void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
     // int16 lane g: min of sub-block g/2
     const __m256i cidx = _mm256_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
     u->cm = _mm256_permutexvar_epi16(cidx, _mm512_castsi512_si256(sm16));
+}
+
+ES_INLINE void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
+        u->q[k] = pair256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    }
+    unpack_q4_K_scales(x->scales, u);
+    u->d  = h2f(x->d);
+    u->dm = h2f(x->dmin);
+}
+
+ES_INLINE void unpack_q5_K(const es_block_q5_K * x, unpacked256 * u) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i hb = _mm256_loadu_si256((const __m256i *) x->qh);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *) (x->qs + 32 * k));
+        u->q[k] = pair256(_mm256_or_si256(_mm256_and_si256(v, m4), es_q5_K_high(hb, 2 * k)),
+                          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), es_q5_K_high(hb, 2 * k + 1)));
+    }
+    unpack_q4_K_scales(x->scales, u);
     u->d  = h2f(x->d);
     u->dm = h2f(x->dmin);
 }
@@ -145,7 +165,7 @@ ES_INLINE void unpack_q6_K(const es_block_q6_K * x, unpacked256 * u) {
 ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int64_t nrows,
                        const void * y, size_t y_stride, int ncols, float * dst, size_t dst_stride) {
     const int64_t nb = n / 256;
-    const size_t bw = type == EDGESSD_Q4_K ? sizeof(es_block_q4_K) : sizeof(es_block_q6_K);
+    const size_t bw = es_bytes256(type);
     for (int64_t r = 0; r < nrows; ++r) {
         const char * row = (const char *) w + r * w_stride;
         __m256 acc[EDGESSD_MM_MAX_COLS];
@@ -155,6 +175,8 @@ ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int
             _mm_prefetch(row + (b + ES_PREFETCH_BLOCKS) * bw, _MM_HINT_T2);  // into L2: more misses in flight than L1 allows
             if (type == EDGESSD_Q4_K) {
                 unpack_q4_K((const es_block_q4_K *) (row + b * bw), &u);
+            } else if (type == EDGESSD_Q5_K) {
+                unpack_q5_K((const es_block_q5_K *) (row + b * bw), &u);
             } else {
                 unpack_q6_K((const es_block_q6_K *) (row + b * bw), &u);
             }
@@ -180,23 +202,18 @@ ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int
 
 // One column is cheaper with AVX2's unpacking (no 512-bit inserts and permutes); both variants
 // compute the specification's bits, so they can be mixed freely.
-static void avx512_q4_K(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys,
-                        int nc, float * dst, size_t ds) {
-    if (nc == 1) {
-        edgessd_mm_avx2_kernel(EDGESSD_Q4_K)(n, w, ws, nr, y, ys, nc, dst, ds);
-        return;
+#define KERNEL256(name, type)                                                                  \
+    static void name(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys, \
+                     int nc, float * dst, size_t ds) {                                         \
+        if (nc == 1) {                                                                         \
+            edgessd_mm_avx2_kernel(type)(n, w, ws, nr, y, ys, nc, dst, ds);                    \
+            return;                                                                            \
+        }                                                                                      \
+        ES_BY_COLS(rows256, type)                                                              \
     }
-    ES_BY_COLS(rows256, EDGESSD_Q4_K)
-}
-
-static void avx512_q6_K(int64_t n, const void * w, size_t ws, int64_t nr, const void * y, size_t ys,
-                        int nc, float * dst, size_t ds) {
-    if (nc == 1) {
-        edgessd_mm_avx2_kernel(EDGESSD_Q6_K)(n, w, ws, nr, y, ys, nc, dst, ds);
-        return;
-    }
-    ES_BY_COLS(rows256, EDGESSD_Q6_K)
-}
+KERNEL256(avx512_q4_K, EDGESSD_Q4_K)
+KERNEL256(avx512_q5_K, EDGESSD_Q5_K)
+KERNEL256(avx512_q6_K, EDGESSD_Q6_K)
 
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -211,6 +228,7 @@ edgessd_mm_fn edgessd_mm_avx512_kernel(int type) {
         case EDGESSD_Q5_0: return avx512_q5_0;
         case EDGESSD_Q4_1: return avx512_q4_1;
         case EDGESSD_Q4_K: return avx512_q4_K;
+        case EDGESSD_Q5_K: return avx512_q5_K;
         case EDGESSD_Q6_K: return avx512_q6_K;
     }
     return NULL;

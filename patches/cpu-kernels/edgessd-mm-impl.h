@@ -21,6 +21,7 @@ typedef struct { es_half d; uint8_t qh[4]; uint8_t qs[16]; }               es_bl
 typedef struct { es_half d;           int8_t  qs[32]; }                    es_block_q8_0;
 typedef struct { es_half d; es_half s; int8_t qs[32]; }                    es_block_q8_1;
 typedef struct { es_half d; es_half dmin; uint8_t scales[12]; uint8_t qs[128]; } es_block_q4_K;
+typedef struct { es_half d; es_half dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } es_block_q5_K;
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; es_half d; } es_block_q6_K;
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; }            es_block_q8_K;
 
@@ -30,6 +31,7 @@ _Static_assert(sizeof(es_block_q5_0) == 22, "q5_0 layout");
 _Static_assert(sizeof(es_block_q8_0) == 34, "q8_0 layout");
 _Static_assert(sizeof(es_block_q8_1) == 36, "q8_1 layout");
 _Static_assert(sizeof(es_block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(es_block_q5_K) == 176, "q5_K layout");
 _Static_assert(sizeof(es_block_q6_K) == 210, "q6_K layout");
 _Static_assert(sizeof(es_block_q8_K) == 292, "q8_K layout");
 
@@ -55,7 +57,16 @@ static inline float es_fp16_to_fp32(es_half h) {
     return f;
 }
 
-// Q4_K's packed 6-bit scale and min of sub-block j (ggml's get_scale_min_k4)
+// the bytes of a weight super-block of 256 (Q4_K, Q5_K, Q6_K)
+static inline size_t es_bytes256(int type) {
+    switch (type) {
+        case EDGESSD_Q4_K: return sizeof(es_block_q4_K);
+        case EDGESSD_Q5_K: return sizeof(es_block_q5_K);
+        default:           return sizeof(es_block_q6_K);
+    }
+}
+
+// Q4_K's (and Q5_K's) packed 6-bit scale and min of sub-block j (ggml's get_scale_min_k4)
 static inline void es_q4_K_scale_min(int j, const uint8_t * q, uint8_t * sc, uint8_t * mn) {
     if (j < 4) {
         *sc = q[j] & 63;

@@ -104,32 +104,41 @@ static float dot32_row(int type, int64_t n, const char * row, const char * ycol)
     return es_hsum8(acc) + accm;
 }
 
-// ---- super-blocks of 256 against Q8_K: Q4_K, Q6_K ----
+// ---- super-blocks of 256 against Q8_K: Q4_K, Q5_K, Q6_K ----
 
 typedef struct {
-    int   q[256];     // unsigned quants: Q4_K 0..15, Q6_K 0..63 (its offset of 32 is in the min term)
+    int   q[256];     // unsigned quants: Q4_K 0..15, Q5_K 0..31, Q6_K 0..63 (its offset of 32 is in the min term)
     int   sc[16];     // integer scale of each 16 positions
     int   cm[16];     // integer min coefficient of each 16 positions, against the column's bsums
     float d, dm;      // the block's float scale of sc and of cm
 } dec256;
 
 static void decode256(int type, const void * blk, dec256 * o) {
-    if (type == EDGESSD_Q4_K) {
-        const es_block_q4_K * x = blk;
+    if (type == EDGESSD_Q4_K || type == EDGESSD_Q5_K) {
+        // Q5_K is Q4_K's layout with a fifth bit per quant: bit 2k (low nibbles) and bit 2k+1
+        // (high nibbles) of qh[i] for chunk k; its scales, mins and offsets are Q4_K's
+        const es_block_q4_K * x4 = blk;
+        const es_block_q5_K * x5 = blk;
+        const uint8_t * scales = type == EDGESSD_Q4_K ? x4->scales : x5->scales;
+        const uint8_t * qs     = type == EDGESSD_Q4_K ? x4->qs : x5->qs;
         for (int c = 0; c < 8; ++c) {
             uint8_t sc, mn;
-            es_q4_K_scale_min(c, x->scales, &sc, &mn);
+            es_q4_K_scale_min(c, scales, &sc, &mn);
             o->sc[2 * c] = o->sc[2 * c + 1] = sc;
             o->cm[2 * c] = o->cm[2 * c + 1] = mn;
         }
         for (int k = 0; k < 4; ++k) {
             for (int i = 0; i < 32; ++i) {
-                o->q[64 * k + i]      = x->qs[32 * k + i] & 0xF;
-                o->q[64 * k + 32 + i] = x->qs[32 * k + i] >> 4;
+                o->q[64 * k + i]      = qs[32 * k + i] & 0xF;
+                o->q[64 * k + 32 + i] = qs[32 * k + i] >> 4;
+                if (type == EDGESSD_Q5_K) {
+                    o->q[64 * k + i]      |= ((x5->qh[i] >> (2 * k)) & 1) << 4;
+                    o->q[64 * k + 32 + i] |= ((x5->qh[i] >> (2 * k + 1)) & 1) << 4;
+                }
             }
         }
-        o->d  = es_fp16_to_fp32(x->d);
-        o->dm = es_fp16_to_fp32(x->dmin);
+        o->d  = es_fp16_to_fp32(x4->d);  // d and dmin lead both layouts
+        o->dm = es_fp16_to_fp32(x4->dmin);
     } else {  // Q6_K
         const es_block_q6_K * x = blk;
         for (int h = 0; h < 2; ++h) {
@@ -154,7 +163,7 @@ static void decode256(int type, const void * blk, dec256 * o) {
 
 static float dot256_row(int type, int64_t n, const char * row, const es_block_q8_K * y) {
     const int64_t nb = n / 256;
-    const size_t bw = type == EDGESSD_Q4_K ? sizeof(es_block_q4_K) : sizeof(es_block_q6_K);
+    const size_t bw = es_bytes256(type);
     float acc[8] = {0};
     for (int64_t b = 0; b < nb; ++b) {
         dec256 x;
@@ -196,6 +205,7 @@ REF_KERNEL(ref_q4_0, dot32_row(EDGESSD_Q4_0, n, row, ycol))
 REF_KERNEL(ref_q5_0, dot32_row(EDGESSD_Q5_0, n, row, ycol))
 REF_KERNEL(ref_q4_1, dot32_row(EDGESSD_Q4_1, n, row, ycol))
 REF_KERNEL(ref_q4_K, dot256_row(EDGESSD_Q4_K, n, row, (const es_block_q8_K *) ycol))
+REF_KERNEL(ref_q5_K, dot256_row(EDGESSD_Q5_K, n, row, (const es_block_q8_K *) ycol))
 REF_KERNEL(ref_q6_K, dot256_row(EDGESSD_Q6_K, n, row, (const es_block_q8_K *) ycol))
 
 edgessd_mm_fn edgessd_mm_ref_kernel(int type) {
@@ -205,6 +215,7 @@ edgessd_mm_fn edgessd_mm_ref_kernel(int type) {
         case EDGESSD_Q5_0: return ref_q5_0;
         case EDGESSD_Q4_1: return ref_q4_1;
         case EDGESSD_Q4_K: return ref_q4_K;
+        case EDGESSD_Q5_K: return ref_q5_K;
         case EDGESSD_Q6_K: return ref_q6_K;
     }
     return NULL;

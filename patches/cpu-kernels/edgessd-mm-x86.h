@@ -29,6 +29,14 @@ ES_INLINE __m128i es_q4_K_scales_mins_v(const uint8_t * q) {
     return _mm_set_epi32((int) sm[3], (int) sm[2], (int) sm[1], (int) sm[0]);
 }
 
+// bit `bit` (0..7) of each byte of hb, as 0x10: Q5_K's fifth bit in place over a nibble
+ES_INLINE __m256i es_q5_K_high(__m256i hb, int bit) {
+    const __m256i m = _mm256_set1_epi8(0x10);
+    // 16-bit shifts: a bit that crosses into the neighbouring byte never lands on bit 4
+    return bit <= 4 ? _mm256_and_si256(_mm256_slli_epi16(hb, 4 - bit), m)
+                    : _mm256_and_si256(_mm256_srli_epi16(hb, bit - 4), m);
+}
+
 // ---- blocks of 32 ----
 
 // unpack one block of 32 into signed bytes (w) and its scale; Q4_1 gives unsigned bytes and a min

@@ -22,6 +22,7 @@ enum edgessd_mm_type {
     EDGESSD_Q5_0 = 6,
     EDGESSD_Q8_0 = 8,
     EDGESSD_Q4_K = 12,
+    EDGESSD_Q5_K = 13,
     EDGESSD_Q6_K = 14,
 };
 

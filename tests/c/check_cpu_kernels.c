@@ -33,19 +33,18 @@ static es_half rnd_half(void) {  // normal halves from 2^-12 to 2^2, either sign
     return (es_half) (((rnd() & 1) << 15) | ((uint32_t) irange(3, 17) << 10) | (rnd() & 0x3ff));
 }
 
-static int block_elems(int type) { return type == EDGESSD_Q4_K || type == EDGESSD_Q6_K ? 256 : 32; }
+static int block_elems(int type) { return type == EDGESSD_Q4_K || type == EDGESSD_Q5_K || type == EDGESSD_Q6_K ? 256 : 32; }
 static size_t wblock_bytes(int type) {
     switch (type) {
         case EDGESSD_Q8_0: return sizeof(es_block_q8_0);
         case EDGESSD_Q4_0: return sizeof(es_block_q4_0);
         case EDGESSD_Q5_0: return sizeof(es_block_q5_0);
         case EDGESSD_Q4_1: return sizeof(es_block_q4_1);
-        case EDGESSD_Q4_K: return sizeof(es_block_q4_K);
-        default:           return sizeof(es_block_q6_K);
+        default:           return es_bytes256(type);
     }
 }
 static size_t yblock_bytes(int type) {
-    if (type == EDGESSD_Q4_K || type == EDGESSD_Q6_K) return sizeof(es_block_q8_K);
+    if (block_elems(type) == 256) return sizeof(es_block_q8_K);
     return type == EDGESSD_Q4_1 ? sizeof(es_block_q8_1) : sizeof(es_block_q8_0);
 }
 
@@ -58,7 +57,8 @@ static void fill_weights(int type, char * p, size_t nblocks, int extreme) {
         es_half * h;
         switch (type) {
             case EDGESSD_Q4_1: h = (es_half *) blk; h[0] = rnd_half(); h[1] = rnd_half(); break;
-            case EDGESSD_Q4_K: h = (es_half *) blk; h[0] = rnd_half(); h[1] = rnd_half(); break;
+            case EDGESSD_Q4_K:
+            case EDGESSD_Q5_K: h = (es_half *) blk; h[0] = rnd_half(); h[1] = rnd_half(); break;
             case EDGESSD_Q6_K: ((es_block_q6_K *) blk)->d = rnd_half(); break;
             case EDGESSD_Q8_0:
                 ((es_block_q8_0 *) blk)->d = rnd_half();
@@ -113,6 +113,17 @@ static double dequant_dot(int type, int64_t n, const char * w, const char * y, d
                     for (int i = 0; i < 32; ++i) {
                         const int k = c / 2, p = 32 * k + i;
                         const int q = (c & 1) ? x->qs[p] >> 4 : x->qs[p] & 0xF;
+                        wf[32 * c + i] = es_fp16_to_fp32(x->d) * sc * q - es_fp16_to_fp32(x->dmin) * mn;
+                    }
+                }
+            } else if (type == EDGESSD_Q5_K) {  // as ggml's dequantize_row_q5_K
+                const es_block_q5_K * x = (const es_block_q5_K *) blk;
+                for (int c = 0; c < 8; ++c) {
+                    uint8_t sc, mn; es_q4_K_scale_min(c, x->scales, &sc, &mn);
+                    for (int i = 0; i < 32; ++i) {
+                        const int p = 32 * (c / 2) + i;
+                        const int lo = (c & 1) ? x->qs[p] >> 4 : x->qs[p] & 0xF;
+                        const int q = lo + ((x->qh[i] & (1 << c)) ? 16 : 0);
                         wf[32 * c + i] = es_fp16_to_fp32(x->d) * sc * q - es_fp16_to_fp32(x->dmin) * mn;
                     }
                 }
@@ -196,7 +207,7 @@ static void run_case(int type, int64_t n, int64_t nrows, int extreme) {
 }
 
 int main(void) {
-    const int types[] = {EDGESSD_Q4_K, EDGESSD_Q6_K, EDGESSD_Q8_0, EDGESSD_Q4_0, EDGESSD_Q5_0, EDGESSD_Q4_1};
+    const int types[] = {EDGESSD_Q4_K, EDGESSD_Q5_K, EDGESSD_Q6_K, EDGESSD_Q8_0, EDGESSD_Q4_0, EDGESSD_Q5_0, EDGESSD_Q4_1};
     const int64_t rows[] = {1, 2, 3, 7, 8, 9, 17};
     printf("isas:");
     for (int isa = 0; isa < EDGESSD_ISA_COUNT; ++isa) {
