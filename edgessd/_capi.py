@@ -34,9 +34,9 @@ try:
     import llama_cpp.llama_cpp as C
 except (ImportError, OSError) as e:  # pragma: no cover - depends on the install
     raise LibraryError(f"cannot load llama-cpp-python ({e}); "
-                       "run `make setup` to build edgessd's patched llama.cpp") from e
+                       "run `edgessd setup` (in a checkout: `make setup`) to build edgessd's patched llama.cpp") from e
 
-BUILD_HINT = "run `make setup` (or `python patches/build.py`) to build llama-cpp-python with edgessd's patches"
+BUILD_HINT = "run `edgessd setup` (in a checkout: `make setup`) to build llama-cpp-python with edgessd's patches"
 
 
 @dataclass(frozen=True)

@@ -202,11 +202,19 @@ def load_index(directory: Path, *, model_sha256: str | None = None) -> DomainInd
     directory = Path(directory)
     if not (directory / SIDECAR).exists():
         raise IndexFileError(f"no domain index at {directory}")
+    if _is_shipped(directory):  # never written, so no lock: nothing is created in the package
+        return _load_unlocked(directory, model_sha256)
     try:
         with file_lock(directory / ".lock"):
             return _load_unlocked(directory, model_sha256)
-    except PermissionError:  # a read-only install (the shipped index): nobody saves there
+    except PermissionError:  # a read-only copy elsewhere: nobody saves there either
         return _load_unlocked(directory, model_sha256)
+
+
+def _is_shipped(directory: Path) -> bool:
+    from .registry import shipped_dir
+
+    return directory.resolve().parent == (shipped_dir("models") / "index").resolve()
 
 
 def _load_unlocked(directory: Path, model_sha256: str | None) -> DomainIndex:
@@ -313,7 +321,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iters: int = 50) -> np.ndarr
 
 
 def shipped_index_dir(model_sha256: str) -> Path:
-    """An index calibrated by edgessd's developers and shipped in the repo (models/index/)."""
-    from .registry import REGISTRY_FILE
+    """An index calibrated by edgessd's developers and shipped with the package (models/index/):
+    read-only, and read without a lock (nothing saves there; learned anchors go to index_dir)."""
+    from .registry import shipped_dir
 
-    return REGISTRY_FILE.parent / "index" / model_sha256[:16]
+    return shipped_dir("models") / "index" / model_sha256[:16]

@@ -25,7 +25,15 @@ from pathlib import Path
 from .errors import ModelError, RegistryError
 from .fsutil import atomic_path, cache_dir, file_lock, sha256_file, write_json_atomic
 
-REGISTRY_FILE = Path(__file__).resolve().parent.parent / "models" / "registry.json"
+def shipped_dir(name: str) -> Path:
+    """A top-level folder of the repo that also ships inside the package (models, patches):
+    ``edgessd/<name>`` in an installed wheel, ``<repo>/<name>`` in a checkout. Read-only."""
+    here = Path(__file__).resolve().parent
+    installed = here / name
+    return installed if installed.is_dir() else here.parent / name
+
+
+REGISTRY_FILE = shipped_dir("models") / "registry.json"
 REGISTRY_SCHEMA = 1
 
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "serve": ("edgessd.cli.serve_cmd", "serve", "Serve a model over a local OpenAI-compatible HTTP API."),
     "info": ("edgessd.cli.info_cmd", "info", "Show a model's architecture, quantization, skip support, profile."),
     "bench": ("edgessd.cli.bench_cmd", "bench", "Benchmark decoding methods and peers on a Spec-Bench prompt file."),
+    "setup": ("edgessd.cli.setup_cmd", "setup", "Build (or reuse) the patched llama.cpp and install it here."),
 }
 
 
