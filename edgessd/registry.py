@@ -233,15 +233,34 @@ def remove(name: str) -> int:
 
 def resolve(model: str | os.PathLike | None, *, fetch: bool = True) -> Path:
     """A GGUF path, or a registry name (fetched on first use unless ``fetch`` is False, when an
-    uncached name is a ModelError saying how to pull it); None means the default model."""
+    uncached name is a ModelError saying how to pull it); None means the default model.
+
+    A real file wins over a registry name; a registry name wins over a directory of that name.
+    """
     if model is None or str(model) == "":
         model = os.environ.get("EDGESSD_MODEL") or default_model_name()
+    name = str(model)
     p = Path(model).expanduser()
-    if p.suffix == ".gguf" or os.sep in str(model) or p.exists():
-        if not p.is_file():
-            raise ModelError(f"model file not found: {p}")
+    if p.is_file():
         return p
-    return pull(str(model)) if fetch else cached_path(str(model))
+    if name in load_registry():
+        return pull(name) if fetch else cached_path(name)
+    if p.is_dir():
+        found = sorted(q.name for q in p.glob("*.gguf"))
+        hint = f"; it holds {', '.join(found[:5])}" if found else "; it holds no .gguf file"
+        raise ModelError(f"{p} is a directory: give a .gguf file{hint}")
+    if p.suffix == ".gguf" or os.sep in name or p.exists():
+        if _looks_like_a_hub_name(name):
+            raise ModelError(f"{name}: looks like a model hub name, and edgessd reaches no model hub; give a "
+                             f"local .gguf file or a registry name ({', '.join(sorted(load_registry()))})")
+        raise ModelError(f"model file not found: {p}")
+    return pull(name) if fetch else cached_path(name)
+
+
+def _looks_like_a_hub_name(name: str) -> bool:
+    """owner/repo (Hugging Face style), with no such local path."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?", name) is not None \
+        and not name.endswith(".gguf")
 
 
 def model_sha256(path: Path) -> str:
