@@ -310,3 +310,41 @@ def test_pulls_killed_at_random_moments_leave_the_old_model_or_the_new(tmp_path,
     assert sorted(p.name for p in target.parent.iterdir()) == [f".{SMOL}.lock", f"{SMOL}.gguf",
                                                                f"{SMOL}.gguf.verified.json"]
 
+
+
+PREPARE_INDEX = r"""
+import sys
+import numpy as np
+from pathlib import Path
+from edgessd import registry
+from edgessd.domains import DomainIndex, DomainSet, index_dir
+from edgessd.engine import Engine
+from edgessd.features import FeatureSpec
+from edgessd.skipset import SkipSet
+model = Path(sys.argv[1])
+eng = Engine(model, n_ctx=512, n_threads=1)
+spec = FeatureSpec(last_layers=4)
+near = eng.prompt_feature("Write a Python function that adds two numbers.", spec)
+DomainIndex(registry.model_sha256(model), spec, len(near), np.stack([near, -near]), ["near", "far"],
+            {"near": [DomainSet(SkipSet.of(range(30), range(30)), 0.1, 0.05, 4)],
+             "far": [DomainSet(SkipSet.of([], [20]), 2.0, 0.8, 4)]}, ood_distance=0.0, k=1
+            ).save(index_dir(registry.model_sha256(model)))
+"""
+
+
+@pytest.mark.parametrize("flags,learned", [(("--learn", "on"), 1), (("--learn", "on", "--no-learn"), 0),
+                                           (("--learn", "off"), 0)])
+def test_the_learn_switch_decides_whether_an_out_of_domain_prompt_is_saved(tmp_path, flags, learned):
+    smol = registry.resolve(SMOL)
+    env = {**os.environ, "EDGESSD_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("EDGESSD_NO_LEARN", None)
+    prep = subprocess.run([sys.executable, "-c", PREPARE_INDEX, str(smol)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    r = subprocess.run([*EDGESSD, "generate", str(smol), "-p", "Write a Python function that multiplies two numbers.",
+                        "-n", "16", "--temp", "0", "--mode", "layerskip", "-t", "1", *flags],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    sha = registry.spec(SMOL).sha256
+    idx = load_index(tmp_path / "cache" / "index" / sha[:16], model_sha256=sha)
+    assert len(idx.learned) == learned, (flags, r.stderr[-500:])

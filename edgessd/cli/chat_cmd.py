@@ -8,7 +8,7 @@ import threading
 import click
 
 from ..errors import EdgessdError
-from .options import engine_options, model_argument
+from .options import engine_options, learn_mode, learn_option, model_argument
 
 PROMPT = "> "
 
@@ -51,8 +51,9 @@ def stream_reply(items) -> None:
               show_default=True)
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
 @engine_options
+@learn_option
 def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbose, n_threads, n_ctx,
-         n_gpu_layers) -> None:
+         n_gpu_layers, learn, no_learn) -> None:
     """Chat with MODEL (a GGUF path or registry name; default smollm2-135m, fetched on first use).
 
     \b
@@ -68,7 +69,8 @@ def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbos
 
     if seed is not None and seed < 0:
         seed = None  # llama.cpp's convention: a negative seed asks for a random one
-    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                 learn=learn_mode(learn, no_learn))
     settings = ChatSettings(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
                             seed=seed, mode=mode)
     session = ChatSession(eng, settings, system=system)

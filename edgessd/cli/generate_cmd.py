@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .options import engine_options, model_argument, sampling_options
+from .options import engine_options, learn_mode, learn_option, model_argument, sampling_options
 
 
 @click.command("generate")
@@ -20,8 +20,9 @@ from .options import engine_options, model_argument, sampling_options
               help="Reply following the grammar in FILE (llguidance Lark, or llama.cpp GBNF).")
 @sampling_options
 @engine_options
+@learn_option
 def generate(model, prompt, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
-             n_threads, n_ctx, n_gpu_layers) -> None:
+             n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
     \b
@@ -37,7 +38,8 @@ def generate(model, prompt, chat, as_json, json_schema, grammar, n_predict, temp
         prompt = sys.stdin.read()
     if seed is not None and seed < 0:
         seed = None  # llama.cpp's convention, as in `edgessd serve`: a negative seed asks for a random one
-    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                 learn=learn_mode(learn, no_learn))
     request = [{"role": "user", "content": prompt}] if chat else prompt
     kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                   mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),

@@ -21,6 +21,21 @@ def engine_options(f):
     return f
 
 
+def learn_option(f):
+    """--learn auto|on|off and --no-learn (= --learn off): whether out-of-domain prompts' features
+    are saved as learned anchors (see the README's "What edgessd stores")."""
+    f = click.option("--no-learn", "no_learn", is_flag=True, envvar="EDGESSD_NO_LEARN",
+                     help="Same as --learn off [env EDGESSD_NO_LEARN].")(f)
+    f = click.option("--learn", "learn", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
+                     help="Save the feature vector of an out-of-domain prompt (its mean final hidden state, "
+                          "never its text) as a learned anchor in the cache: auto = where layer skip can pay.")(f)
+    return f
+
+
+def learn_mode(learn: str, no_learn: bool) -> str:
+    return "off" if no_learn else learn
+
+
 def _nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An empty --skip would draft with the full model and call it layer skip: refuse it."""
     if value is not None and not value.strip():

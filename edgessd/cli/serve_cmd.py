@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import engine_options, model_argument, sampling_options
+from .options import engine_options, learn_mode, learn_option, model_argument, sampling_options
 
 
 def model_id(model: str | None, path: Path) -> str:
@@ -34,8 +34,9 @@ def model_id(model: str | None, path: Path) -> str:
                                       "connection is closed) and its body (else a 408).")
 @sampling_options
 @engine_options
+@learn_option
 def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, n_predict, temperature, top_k, top_p,
-          seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers) -> None:
+          seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
@@ -55,7 +56,8 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
     from ..server.schema import Defaults
     from ..skipset import parse_skip_spec
 
-    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)  # a bad model fails here
+    eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                 learn=learn_mode(learn, no_learn))  # a bad model fails here
     if skip is not None:
         parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
     config = ServerConfig(model_id=model_id(model, eng.model_path), created=int(eng.model_path.stat().st_mtime),
