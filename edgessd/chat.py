@@ -20,7 +20,7 @@ HELP = """\
 /clear                forget the conversation (keeps the system prompt)
 /regen                generate the last reply again
 /system TEXT          set the system prompt (clears the conversation)
-/set KEY VALUE        KEY: temp, top_k, top_p, n, mode, seed
+/set KEY VALUE        KEY: temp, top-k, top-p, n, mode, seed, draft-max (as the flags)
 /stats                statistics of the last reply
 /stats on|off         show the status line after each reply
 \"\"\"                   start or end a multi-line message
@@ -35,10 +35,13 @@ class ChatSettings:
     top_p: float = 0.95
     seed: int | None = None
     mode: str = "auto"
+    skip: str | None = None
+    draft_max: int | None = None
     show_stats: bool = True
 
     def set(self, key: str, value: str) -> str:
         """Apply ``/set KEY VALUE``; returns a confirmation line. InvalidArgumentError if it makes no sense."""
+        key = key.replace("_", "-")  # spelled like the flags; top_k still works
         if key not in _SETTERS:
             raise InvalidArgumentError(f"unknown setting {key!r} ({', '.join(_SETTERS)})")
         attr, parse, ok = _SETTERS[key]
@@ -59,11 +62,12 @@ def _seed(value: str) -> int | None:
 # /set KEY -> (attribute, parser, check)
 _SETTERS = {
     "temp": ("temperature", float, lambda v: v >= 0),
-    "top_k": ("top_k", int, lambda v: v >= 0),
-    "top_p": ("top_p", float, lambda v: 0 < v <= 1),
+    "top-k": ("top_k", int, lambda v: v >= 0),
+    "top-p": ("top_p", float, lambda v: 0 < v <= 1),
     "n": ("n_predict", int, lambda v: v >= 1),
     "mode": ("mode", str, lambda v: v in MODES),
     "seed": ("seed", _seed, lambda v: True),
+    "draft-max": ("draft_max", int, lambda v: v >= 1),
 }
 
 
@@ -98,7 +102,8 @@ class ChatSession:
         s = self.settings
         result = None
         for item in self.engine.stream(self.conversation(), n_predict=s.n_predict, temperature=s.temperature,
-                                       top_k=s.top_k, top_p=s.top_p, seed=s.seed, mode=s.mode, cancel=cancel):
+                                       top_k=s.top_k, top_p=s.top_p, seed=s.seed, mode=s.mode, skip=s.skip,
+                                       draft_max=s.draft_max, cancel=cancel):
             if isinstance(item, GenerationResult):
                 result = item
             yield item

@@ -8,13 +8,14 @@ from edgessd.errors import InvalidArgumentError
 
 
 @pytest.mark.parametrize("key,value,attr,expected", [
-    ("temp", "0.3", "temperature", 0.3), ("top_k", "5", "top_k", 5), ("top_p", "1", "top_p", 1.0),
+    ("temp", "0.3", "temperature", 0.3), ("top_k", "5", "top_k", 5), ("top-k", "7", "top_k", 7),
+    ("top-p", "1", "top_p", 1.0), ("draft-max", "6", "draft_max", 6),
     ("n", "10", "n_predict", 10), ("mode", "lookup", "mode", "lookup"), ("seed", "7", "seed", 7),
     ("seed", "none", "seed", None),
 ])
 def test_valid_settings(key, value, attr, expected):
     s = ChatSettings(seed=1)
-    assert s.set(key, value) == f"{key} = {value}"
+    assert s.set(key, value) == f"{key.replace('_', '-')} = {value}"  # echoed as the flag spells it
     assert getattr(s, attr) == expected
 
 

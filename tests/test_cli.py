@@ -65,3 +65,50 @@ def test_generate_streams_text_and_a_status_line():
     assert r.returncode == 0
     assert "Paris" in r.stdout
     assert "gen " in r.stderr and "t/s" in r.stderr
+
+
+def test_every_option_of_every_command_has_help():
+    import click
+
+    from edgessd.cli.main import cli
+
+    ctx = click.Context(cli)
+    missing = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not (p.help or "").strip():
+                missing.append(f"{path} {'/'.join(p.opts)}")
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), f"{path} {name}")
+
+    walk(cli, "edgessd")
+    assert not missing, "options without help: " + ", ".join(missing)
+
+
+def test_llama_cpp_spellings_model_file_and_n_minus_one(tmp_path):
+    import json
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("The capital of France is", encoding="utf-8")
+    by_p = run_cli("generate", "smollm2-135m", "-p", "The capital of France is", "-n", "8", "--temp", "0", "--json")
+    by_f = run_cli("generate", "-m", "smollm2-135m", "-f", str(prompt), "-n", "8", "--temp", "0", "--json")
+    assert by_p.returncode == 0 and by_f.returncode == 0, (by_p.stderr, by_f.stderr)
+    assert json.loads(by_f.stdout)["tokens"] == json.loads(by_p.stdout)["tokens"]
+    endless = run_cli("generate", "-m", "smollm2-135m", "-p", "Once upon a time", "-n", "-1", "-c", "64",
+                      "--temp", "0", "--json")
+    assert endless.returncode == 0, endless.stderr
+    out = json.loads(endless.stdout)
+    assert out["stop_reason"] in ("context", "eos") and len(out["tokens"]) > 8
+
+
+def test_two_models_or_two_prompts_are_one_error_line(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("hi", encoding="utf-8")
+    for args, words in ((("smollm2-135m", "-m", "gemma3-270m", "-p", "hi"), "two models"),
+                        (("smollm2-135m", "-p", "hi", "-f", str(f)), "-p TEXT or -f FILE"),
+                        (("smollm2-135m",), "-p TEXT or -f FILE")):
+        r = run_cli("generate", *args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and words in lines[0], r.stderr

@@ -48,7 +48,7 @@ def _preset(preset: str, n_threads: int | None, n_gpu_layers: int | None) -> tup
               help="first: each prompt's first turn; all: every turn, with plain's earlier replies.")
 @click.option("--stream", type=click.Choice(["by-category", "mixed"]), default="by-category", show_default=True,
               help="Prompt order: grouped by category, or shuffled with --seed.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the shuffled prompt order and for sampled methods.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report (settings, device, build, rows, summary) as JSON.")
 @click.option("--md", "md_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -62,7 +62,8 @@ def _preset(preset: str, n_threads: int | None, n_gpu_layers: int | None) -> tup
 @click.option("--draft-model", default=None, help="Draft model for llama.cpp-draft [default: by registry pair].")
 @click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), envvar="EDGESSD_THREADS", default=None,
               help="CPU threads [default: physical cores; env EDGESSD_THREADS].")
-@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=64), default=2048, show_default=True)
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=64), default=4096, show_default=True,
+              help="Context size in tokens, for every method and peer.")
 @click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=0), default=None,
               help="Layers to offload to the GPU [default: by preset].")
 def bench(model, prompts_file, methods, with_peers, n_predict, repeat, per_category, turns, stream, seed, json_out,

@@ -8,7 +8,7 @@ import threading
 import click
 
 from ..errors import EdgessdError
-from .options import engine_options, learn_mode, learn_option, model_argument
+from .options import engine_options, learn_mode, learn_option, model_argument, nonempty_skip
 
 PROMPT = "> "
 
@@ -42,17 +42,25 @@ def stream_reply(items) -> None:
 @click.command("chat")
 @model_argument
 @click.option("--system", default=None, help="System prompt.")
-@click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
-@click.option("--seed", type=int, default=None)
+@click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Tokens per reply at most.")
+@click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.7, show_default=True,
+              help="Sampling temperature; 0 is greedy.")
+@click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Sample from the k most likely tokens (0: all).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+              help="Sample from the smallest set of tokens whose probability reaches p.")
+@click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible chats; -1: random).")
 @click.option("--mode", type=click.Choice(["auto", "plain", "lookup", "layerskip"]), default="auto",
-              show_default=True)
+              show_default=True, help="How to draft: auto decides from the device profile.")
+@click.option("--skip", "skip", default=None, metavar="SPEC", callback=nonempty_skip,
+              help="Sublayers to skip when drafting (with --mode layerskip), e.g. 'attn:3,5,7;mlp:4-9'.")
+@click.option("--draft-max", type=click.IntRange(min=1), default=None,
+              help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
 @engine_options
 @learn_option
-def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbose, n_threads, n_ctx,
+def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max, verbose, n_threads, n_ctx,
          n_gpu_layers, learn, no_learn) -> None:
     """Chat with MODEL (a GGUF path or registry name; default smollm2-135m, fetched on first use).
 
@@ -72,7 +80,7 @@ def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, verbos
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                  learn=learn_mode(learn, no_learn))
     settings = ChatSettings(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
-                            seed=seed, mode=mode)
+                            seed=seed, mode=mode, skip=skip, draft_max=draft_max)
     session = ChatSession(eng, settings, system=system)
     m = eng.model
     click.secho(f"edgessd chat: {eng.model_path.name} ({m.arch}, {m.n_layer} layers, "

@@ -6,12 +6,14 @@ import sys
 
 import click
 
-from .options import engine_options, learn_mode, learn_option, model_argument, sampling_options
+from .options import engine_options, learn_mode, learn_option, model_argument, n_predict_value, sampling_options
 
 
 @click.command("generate")
 @model_argument
-@click.option("-p", "--prompt", required=True, help="Prompt text ('-' reads standard input).")
+@click.option("-p", "--prompt", default=None, help="Prompt text ('-' reads standard input).")
+@click.option("-f", "--file", "prompt_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Read the prompt from FILE (as llama.cpp's -f).")
 @click.option("--chat", is_flag=True, help="Wrap the prompt as a user message in the model's chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, tokens, mode, layer_set, stats.")
 @click.option("--json-schema", "json_schema", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -21,7 +23,7 @@ from .options import engine_options, learn_mode, learn_option, model_argument, s
 @sampling_options
 @engine_options
 @learn_option
-def generate(model, prompt, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
+def generate(model, prompt, prompt_file, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
              n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
@@ -34,12 +36,19 @@ def generate(model, prompt, chat, as_json, json_schema, grammar, n_predict, temp
     """
     from ..engine import Engine
 
-    if prompt == "-":
+    if (prompt is None) == (prompt_file is None):
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError("give the prompt with -p TEXT or -f FILE (one of them)")
+    if prompt_file is not None:
+        prompt = read_text(prompt_file)
+    elif prompt == "-":
         prompt = sys.stdin.read()
     if seed is not None and seed < 0:
         seed = None  # llama.cpp's convention, as in `edgessd serve`: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                  learn=learn_mode(learn, no_learn))
+    n_predict = n_predict_value(n_predict, eng.ctx.n_ctx)  # the context llama.cpp made (it pads n_ctx)
     request = [{"role": "user", "content": prompt}] if chat else prompt
     kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                   mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),

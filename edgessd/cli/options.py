@@ -1,13 +1,33 @@
 """Options shared by commands, named as llama.cpp names them where they mean the same."""
 from __future__ import annotations
 
+import functools
+
 import click
 
 from ..engine import MODES
 
 
 def model_argument(f):
-    return click.argument("model", required=False, envvar="EDGESSD_MODEL")(f)
+    """MODEL as a positional argument or as llama.cpp's -m/--model (not both, unless equal)."""
+    @functools.wraps(f)
+    def merged(*args, model_opt=None, **kwargs):
+        model = kwargs.get("model")
+        if model_opt is not None and model is not None and model_opt != model:
+            from ..errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"two models given: {model!r} and -m {model_opt!r}")
+        kwargs["model"] = model if model is not None else model_opt
+        return f(*args, **kwargs)
+
+    merged = click.option("-m", "--model", "model_opt", default=None, metavar="MODEL",
+                          help="The model: a GGUF path or a registry name (the same as the MODEL argument).")(merged)
+    return click.argument("model", required=False, envvar="EDGESSD_MODEL")(merged)
+
+
+def n_predict_value(n_predict: int, n_ctx: int) -> int:
+    """llama.cpp's -n -1: until the end of generation or a full context."""
+    return n_ctx if n_predict < 0 else n_predict
 
 
 def engine_options(f):
@@ -36,7 +56,7 @@ def learn_mode(learn: str, no_learn: bool) -> str:
     return "off" if no_learn else learn
 
 
-def _nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+def nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An empty --skip would draft with the full model and call it layer skip: refuse it."""
     if value is not None and not value.strip():
         raise click.BadParameter("empty skip spec; give sublayers like 'attn:3,5;mlp:4-9' or leave --skip out")
@@ -47,15 +67,17 @@ def sampling_options(f):
     """-n/--n-predict, --temp, --top-k, --top-p, --seed, --mode, --skip, --draft-max."""
     f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
                      help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")(f)
-    f = click.option("--skip", "skip", default=None, metavar="SPEC", callback=_nonempty_skip,
+    f = click.option("--skip", "skip", default=None, metavar="SPEC", callback=nonempty_skip,
                      help="Sublayers to skip when drafting, e.g. 'attn:3,5,7;mlp:4-9'.")(f)
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="How to draft: auto decides from the device profile.")(f)
     f = click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible runs).")(f)
-    f = click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)(f)
-    f = click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True)(f)
+    f = click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+                     help="Sample from the smallest set of tokens whose probability reaches p.")(f)
+    f = click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,
+                     help="Sample from the k most likely tokens (0: all).")(f)
     f = click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Sampling temperature; 0 is greedy.")(f)
-    f = click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=0), default=128, show_default=True,
-                     help="Tokens to generate at most.")(f)
+    f = click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=-1), default=128, show_default=True,
+                     help="Tokens to generate at most; -1: until the end of generation or a full context.")(f)
     return f

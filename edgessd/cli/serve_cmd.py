@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import engine_options, learn_mode, learn_option, model_argument, sampling_options
+from .options import engine_options, learn_mode, learn_option, model_argument, n_predict_value, sampling_options
 
 
 def model_id(model: str | None, path: Path) -> str:
@@ -61,7 +61,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
     if skip is not None:
         parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
     config = ServerConfig(model_id=model_id(model, eng.model_path), created=int(eng.model_path.stat().st_mtime),
-                          defaults=Defaults(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
+                          defaults=Defaults(n_predict=n_predict_value(n_predict, eng.ctx.n_ctx), temperature=temperature, top_k=top_k, top_p=top_p,
                                             seed=seed, mode=mode),
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
                           client_timeout_s=client_timeout_s,
