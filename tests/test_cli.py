@@ -112,3 +112,17 @@ def test_two_models_or_two_prompts_are_one_error_line(tmp_path):
         r = run_cli("generate", *args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and words in lines[0], r.stderr
+
+
+def test_reverse_prompt_and_stop_cut_the_reply_before_the_stop_string():
+    import json
+
+    base = ("generate", "smollm2-135m", "-p", "Count: 1, 2, 3,", "-n", "40", "--temp", "0")
+    full = json.loads(run_cli(*base, "--json").stdout)
+    assert " 7" in full["text"], full["text"]
+    want = full["text"][:full["text"].index(" 7")]
+    streamed = run_cli(*base, "-r", " 7")
+    assert streamed.returncode == 0 and streamed.stdout == want + "\n", (streamed.stdout, streamed.stderr)
+    as_json = json.loads(run_cli(*base, "--stop", "nothing like this", "--stop", " 7", "--json").stdout)
+    assert as_json["text"] == want and as_json["stop_reason"] == "stop"
+    assert len(as_json["tokens"]) < len(full["tokens"])  # generation ended, not only the printing

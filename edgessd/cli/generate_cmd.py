@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import click
 
+from ..server.stops import StopScanner
 from .options import engine_options, learn_mode, learn_option, model_argument, n_predict_value, sampling_options
 
 
@@ -14,6 +16,8 @@ from .options import engine_options, learn_mode, learn_option, model_argument, n
 @click.option("-p", "--prompt", default=None, help="Prompt text ('-' reads standard input).")
 @click.option("-f", "--file", "prompt_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Read the prompt from FILE (as llama.cpp's -f).")
+@click.option("-r", "--reverse-prompt", "--stop", "stops", multiple=True, metavar="TEXT",
+              help="Stop when the reply reaches TEXT, which is not printed (repeatable; llama.cpp's -r).")
 @click.option("--chat", is_flag=True, help="Wrap the prompt as a user message in the model's chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, tokens, mode, layer_set, stats.")
 @click.option("--json-schema", "json_schema", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -23,7 +27,7 @@ from .options import engine_options, learn_mode, learn_option, model_argument, n
 @sampling_options
 @engine_options
 @learn_option
-def generate(model, prompt, prompt_file, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
+def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max,
              n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
@@ -53,16 +57,29 @@ def generate(model, prompt, prompt_file, chat, as_json, json_schema, grammar, n_
     kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                   mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),
                   grammar=read_text(grammar))
-    if as_json:
-        click.echo(json.dumps(eng.generate(request, **kwargs).to_json()))
-        return
-    result = None
-    for item in eng.stream(request, **kwargs):
+    scanner, cancel = StopScanner(stops), threading.Event()
+    result, text = None, []
+    for item in eng.stream(request, cancel=cancel, **kwargs):
         if isinstance(item, str):
-            click.echo(item, nl=False)
+            piece = scanner.feed(item)
+            if scanner.stopped:
+                cancel.set()  # the engine ends the reply at its next cycle
+            if as_json:
+                text.append(piece)
+            else:
+                click.echo(piece, nl=False)
         else:
             result = item
-    click.echo()
+    rest = scanner.flush()
+    if as_json:
+        out = result.to_json()
+        if stops:
+            out["text"] = "".join(text) + rest
+            if scanner.stopped:
+                out["stop_reason"] = "stop"
+        click.echo(json.dumps(out))
+        return
+    click.echo(rest)
     s = result.stats
     click.secho(f"[{s.n_generated} tokens | prompt {s.prompt_tok_s:.1f} t/s | gen {s.gen_tok_s:.1f} t/s | "
                 f"{result.mode} | accept {100 * s.acceptance_rate:.0f}% | mean_accepted {s.mean_accepted:.2f}]",
