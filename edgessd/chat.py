@@ -20,7 +20,7 @@ HELP = """\
 /clear                forget the conversation (keeps the system prompt)
 /regen                generate the last reply again
 /system TEXT          set the system prompt (clears the conversation)
-/set KEY VALUE        KEY: temp, top-k, top-p, n, mode, seed, draft-max (as the flags)
+/set KEY VALUE        KEY: temp, top-k, top-p, min-p, n, mode, seed, draft-max
 /stats                statistics of the last reply
 /stats on|off         show the status line after each reply
 \"\"\"                   start or end a multi-line message
@@ -33,6 +33,7 @@ class ChatSettings:
     temperature: float = 0.7
     top_k: int = 40
     top_p: float = 0.95
+    min_p: float = 0.0
     seed: int | None = None
     mode: str = "auto"
     skip: str | None = None
@@ -64,6 +65,7 @@ _SETTERS = {
     "temp": ("temperature", float, lambda v: v >= 0),
     "top-k": ("top_k", int, lambda v: v >= 0),
     "top-p": ("top_p", float, lambda v: 0 < v <= 1),
+    "min-p": ("min_p", float, lambda v: 0 <= v <= 1),
     "n": ("n_predict", int, lambda v: v >= 1),
     "mode": ("mode", str, lambda v: v in MODES),
     "seed": ("seed", _seed, lambda v: True),
@@ -102,7 +104,7 @@ class ChatSession:
         s = self.settings
         result = None
         for item in self.engine.stream(self.conversation(), n_predict=s.n_predict, temperature=s.temperature,
-                                       top_k=s.top_k, top_p=s.top_p, seed=s.seed, mode=s.mode, skip=s.skip,
+                                       top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, seed=s.seed, mode=s.mode, skip=s.skip,
                                        draft_max=s.draft_max, cancel=cancel):
             if isinstance(item, GenerationResult):
                 result = item

@@ -159,7 +159,7 @@ class Engine:
         return result
 
     def stream(self, prompt: Prompt, *, n_predict: int = 128, temperature: float = 0.0, top_k: int = 40,
-               top_p: float = 0.95, seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
+               top_p: float = 0.95, min_p: float = 0.0, seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
                draft_max: int | None = None, cancel: threading.Event | None = None,
                drafter: Drafter | None = None, json_schema: dict | str | None = None,
                grammar: str | None = None, logprobs: int | None = None) -> Iterator[str | GenerationResult]:
@@ -185,7 +185,7 @@ class Engine:
             raise InvalidArgumentError(f"cancel must be a threading.Event, got {cancel!r}")
         if skip is not None and not isinstance(skip, (SkipSet, str)):
             raise InvalidArgumentError(f"skip must be a SkipSet or a spec such as 'attn:3,5;mlp:4-9', got {skip!r}")
-        sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
             raise InvalidArgumentError(f"logprobs must be an integer from 0 to 20, got {logprobs!r}")

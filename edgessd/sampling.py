@@ -28,6 +28,7 @@ class SamplerParams:
     temperature: float = 0.0  # 0: greedy; otherwise logits are divided by it
     top_k: int = 40           # keep the k most likely tokens (0: all)
     top_p: float = 0.95       # then the smallest set whose mass reaches top_p (1.0: all)
+    min_p: float = 0.0        # then drop tokens below min_p times the most likely one's probability (0: off)
     seed: int | None = None   # seeds the generator of a sampled generation; None: fresh entropy
 
     def __post_init__(self) -> None:
@@ -38,6 +39,8 @@ class SamplerParams:
             raise InvalidArgumentError(f"top_k must be an integer >= 0, got {self.top_k!r}")
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p <= 1):
+            raise InvalidArgumentError(f"min_p must be in [0, 1], got {self.min_p!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise InvalidArgumentError(f"seed must be an integer (negative: random), got {self.seed!r}")
         if self.seed is not None and self.seed < 0:
@@ -49,7 +52,7 @@ class SamplerParams:
 
 
 def target_probs(logits: np.ndarray, params: SamplerParams) -> np.ndarray:
-    """The distribution sampling draws from: temperature, then top-k, then top-p, renormalised.
+    """The distribution sampling draws from: temperature, then top-k, top-p and min-p, renormalised.
 
     logits: ``[V]`` or ``[k, V]``. Returns float64 of the same shape; each row sums to 1.
     Ties at the top-k boundary are broken by token id (lower id kept), so the set is deterministic.
@@ -76,6 +79,9 @@ def _row_probs(logits: np.ndarray, params: SamplerParams) -> np.ndarray:
     p = z / z.sum()
     if params.top_p < 1.0:
         keep = int(np.searchsorted(np.cumsum(p), params.top_p) + 1)
+        cand, p = cand[:keep], p[:keep] / p[:keep].sum()
+    if params.min_p > 0.0:
+        keep = int(np.count_nonzero(p >= params.min_p * p[0]))  # p is sorted: a prefix, never empty
         cand, p = cand[:keep], p[:keep] / p[:keep].sum()
     out = np.zeros(v)
     out[cand] = p

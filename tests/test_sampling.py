@@ -33,6 +33,14 @@ def test_target_probs_top_k_top_p_temperature():
     np.testing.assert_array_equal(rows, [[1, 0, 0, 0], [0, 0, 0, 1]])
 
 
+def test_min_p_keeps_tokens_at_least_min_p_times_the_top_one():
+    logits = np.log(np.array([0.5, 0.3, 0.12, 0.08]))
+    p = target_probs(logits, SamplerParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.2))
+    assert np.count_nonzero(p) == 3 and p[3] == 0  # 0.08 < 0.2 * 0.5 <= 0.12
+    np.testing.assert_allclose(p[:3], np.array([0.5, 0.3, 0.12]) / 0.92)
+    assert np.count_nonzero(target_probs(logits, SamplerParams(temperature=1.0, top_k=0, top_p=1.0, min_p=1.0))) == 1
+
+
 def test_target_probs_ties_keep_lower_token_id():
     p = target_probs(np.array([1.0, 3.0, 3.0, 3.0]), SamplerParams(temperature=1.0, top_k=2, top_p=1.0))
     np.testing.assert_allclose(p, [0, 0.5, 0.5, 0])

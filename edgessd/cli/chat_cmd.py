@@ -50,6 +50,8 @@ def stream_reply(items) -> None:
               help="Sample from the k most likely tokens (0: all).")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Sample from the smallest set of tokens whose probability reaches p.")
+@click.option("--min-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Drop tokens less likely than min-p times the most likely one (0: off).")
 @click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible chats; -1: random).")
 @click.option("--mode", type=click.Choice(["auto", "plain", "lookup", "layerskip"]), default="auto",
               show_default=True, help="How to draft: auto decides from the device profile.")
@@ -60,7 +62,7 @@ def stream_reply(items) -> None:
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
 @engine_options
 @learn_option
-def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, skip, draft_max, verbose, n_threads, n_ctx,
+def chat(model, system, n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max, verbose, n_threads, n_ctx,
          n_gpu_layers, learn, no_learn) -> None:
     """Chat with MODEL (a GGUF path or registry name; default smollm2-135m, fetched on first use).
 
@@ -80,7 +82,7 @@ def chat(model, system, n_predict, temperature, top_k, top_p, seed, mode, skip, 
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                  learn=learn_mode(learn, no_learn))
     settings = ChatSettings(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
-                            seed=seed, mode=mode, skip=skip, draft_max=draft_max)
+                            min_p=min_p, seed=seed, mode=mode, skip=skip, draft_max=draft_max)
     session = ChatSession(eng, settings, system=system)
     m = eng.model
     click.secho(f"edgessd chat: {eng.model_path.name} ({m.arch}, {m.n_layer} layers, "

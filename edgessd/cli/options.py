@@ -72,6 +72,9 @@ def sampling_options(f):
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="How to draft: auto decides from the device profile.")(f)
     f = click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible runs).")(f)
+    f = click.option("--min-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Drop tokens less likely than min-p times the most likely one (llama.cpp uses 0.05; "
+                          "0: off, as before).")(f)
     f = click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
                      help="Sample from the smallest set of tokens whose probability reaches p.")(f)
     f = click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,

@@ -36,7 +36,7 @@ def model_id(model: str | None, path: Path) -> str:
 @engine_options
 @learn_option
 def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, n_predict, temperature, top_k, top_p,
-          seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
+          min_p, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
@@ -61,7 +61,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
     if skip is not None:
         parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
     config = ServerConfig(model_id=model_id(model, eng.model_path), created=int(eng.model_path.stat().st_mtime),
-                          defaults=Defaults(n_predict=n_predict_value(n_predict, eng.ctx.n_ctx), temperature=temperature, top_k=top_k, top_p=top_p,
+                          defaults=Defaults(n_predict=n_predict_value(n_predict, eng.ctx.n_ctx), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                             seed=seed, mode=mode),
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
                           client_timeout_s=client_timeout_s,

@@ -44,6 +44,7 @@ class Defaults:
     temperature: float = 0.0
     top_k: int = 40
     top_p: float = 0.95
+    min_p: float = 0.0
     seed: int | None = None
     mode: str = "auto"
 
@@ -60,6 +61,7 @@ class GenRequest:
     top_p: float
     seed: int | None
     mode: str
+    min_p: float = 0.0        # llama-server's min_p (not in OpenAI's API)
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with only usage
@@ -67,7 +69,7 @@ class GenRequest:
     def engine_kwargs(self) -> dict:
         """The keyword arguments of :meth:`Engine.stream` this request sets."""
         return dict(n_predict=self.n_predict, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                    seed=self.seed, mode=self.mode)
+                    min_p=self.min_p, seed=self.seed, mode=self.mode)
 
 
 def parse_json(data: bytes) -> dict:
@@ -110,10 +112,13 @@ def parse_request(body: dict, kind: str, defaults: Defaults, *, n_ctx: int) -> G
     top_p = _number(body, "top_p", defaults.top_p)
     if not 0 < top_p <= 1:
         raise invalid("top_p", f"top_p must be in (0, 1], got {top_p}")
+    min_p = _number(body, "min_p", defaults.min_p, minimum=0.0)
+    if min_p > 1:
+        raise invalid("min_p", f"min_p must be in [0, 1], got {min_p}")
     return GenRequest(kind=kind, prompt=prompt, n_predict=min(defaults.n_predict if limit is None else limit, n_ctx),
                       temperature=_number(body, "temperature", defaults.temperature, minimum=0.0),
                       top_k=_int(body, "top_k", defaults.top_k, minimum=0), top_p=top_p,
-                      seed=seed, mode=mode, stop=_stops(body.get("stop")),
+                      min_p=min_p, seed=seed, mode=mode, stop=_stops(body.get("stop")),
                       stream=stream, include_usage=include_usage)
 
 
