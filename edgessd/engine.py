@@ -90,7 +90,16 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class Engine:
-    """One model and one context, driven by the speculative decode loop."""
+    """One model and one context, driven by the speculative decode loop.
+
+    model: a GGUF path or registry name (default smollm2-135m, fetched on first use).
+    n_ctx: context size in tokens (4096); n_threads: CPU threads (default: physical cores);
+    n_batch: prefill batch (512); n_gpu_layers: layers offloaded to the GPU (0).
+    learn: whether an out-of-domain prompt (mode auto or layerskip, with a domain index) is
+    saved as a learned anchor in the model's index in the cache: its feature vector and the
+    skip set found for it, never its text. "auto" (default): only where the device profile
+    says layer skip can pay; "on": always; "off": never.
+    """
 
     def __init__(self, model: str | os.PathLike | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
                  n_batch: int = 512, n_gpu_layers: int = 0, learn: str = "auto") -> None:
@@ -115,7 +124,7 @@ class Engine:
         self._skip_plan = None  # the planner's layer-skip plan from the profile, if any
         self._index: DomainIndex | None = None
         self._index_looked_up = False
-        self.last_route: Route | None = None  # where the last auto/layerskip prompt was routed
+        self.last_route: Route | None = None  # where the last call's prompt was routed (None: not routed)
 
     def close(self) -> None:
         self.ctx.close()
@@ -207,6 +216,7 @@ class Engine:
             n_eval = self._prefill(tokens)
             t_prompt = (time.perf_counter() - t0) * 1e3
             domain = None
+            self.last_route = None  # this call's route or none: a stale one would learn this prompt
             if drafter is not None:
                 mode_run, layer_set = drafter.name, getattr(drafter, "skip", None)
             else:

@@ -47,8 +47,9 @@ def learn_option(f):
     f = click.option("--no-learn", "no_learn", is_flag=True, envvar="EDGESSD_NO_LEARN",
                      help="Same as --learn off [env EDGESSD_NO_LEARN].")(f)
     f = click.option("--learn", "learn", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
-                     help="Save the feature vector of an out-of-domain prompt (its mean final hidden state, "
-                          "never its text) as a learned anchor in the cache: auto = where layer skip can pay.")(f)
+                     help="Save the feature vector of an out-of-domain prompt (derived from its cached attention "
+                          "values, never its text) as a learned anchor in the cache: auto = where layer skip "
+                          "can pay.")(f)
     return f
 
 
