@@ -62,6 +62,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
     Examples:
       edgessd serve                                  # smollm2-135m on http://127.0.0.1:8080/v1
       edgessd serve qwen2.5-coder-0.5b --port 9000 -t 2 --mode lookup
+      edgessd serve --host 0.0.0.0 --api-key "$KEY" --alias gpt-local --cors-origin http://localhost:3000
       curl http://127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
     """
     from ..engine import Engine
