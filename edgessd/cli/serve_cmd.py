@@ -17,6 +17,12 @@ def model_id(model: str | None, path: Path) -> str:
     return path.name if name.endswith(".gguf") or os.sep in name or Path(name).exists() else name
 
 
+def nonempty(alias: str | None) -> str | None:
+    if alias is not None and not alias.strip():
+        raise click.BadParameter("the alias is empty; give a model name or leave --alias out")
+    return alias
+
+
 @click.command("serve")
 @model_argument
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -32,25 +38,37 @@ def model_id(model: str | None, path: Path) -> str:
 @click.option("--client-timeout", "client_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Seconds a client may take to send a request's headers (else the "
                                       "connection is closed) and its body (else a 408).")
+@click.option("--api-key", envvar="EDGESSD_API_KEY", show_envvar=True, metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every /v1/* request (else a 401); "
+                   "/health and CORS preflights stay open.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let browser pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable. "
+                   "Without it no CORS headers are sent.")
+@click.option("-a", "--alias", metavar="NAME", callback=lambda _c, _p, v: nonempty(v),
+              help="Model name to report in /v1/models and in responses' \"model\" field "
+                   "(default: the registry name or the file's name).")
 @sampling_options
 @engine_options
 @learn_option
-def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, n_predict, temperature, top_k, top_p,
-          min_p, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
+def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, api_key, cors_origins, alias,
+          n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers,
+          learn, no_learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
     "stream": true), GET /v1/models, GET /health. One generation runs at a time; the
     sampling flags are the defaults for requests that leave those fields out, and a
-    request may also pick "mode" and "top_k".
+    request may also pick "mode", "top_k" and "min_p".
 
     \b
     Examples:
       edgessd serve                                  # smollm2-135m on http://127.0.0.1:8080/v1
       edgessd serve qwen2.5-coder-0.5b --port 9000 -t 2 --mode lookup
+      edgessd serve --host 0.0.0.0 --api-key "$KEY" --alias gpt-local --cors-origin http://localhost:3000
       curl http://127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
     """
     from ..engine import Engine
+    from ..server.access import is_loopback
     from ..server.app import ServerConfig, create_app
     from ..server.run import listen, run
     from ..server.schema import Defaults
@@ -60,13 +78,19 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
                  learn=learn_mode(learn, no_learn))  # a bad model fails here
     if skip is not None:
         parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
-    config = ServerConfig(model_id=model_id(model, eng.model_path), created=int(eng.model_path.stat().st_mtime),
-                          defaults=Defaults(n_predict=n_predict_value(n_predict, eng.ctx.n_ctx), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+    config = ServerConfig(model_id=alias or model_id(model, eng.model_path),
+                          created=int(eng.model_path.stat().st_mtime),
+                          defaults=Defaults(n_predict=n_predict_value(n_predict, eng.ctx.n_ctx), temperature=temperature,
+                                            top_k=top_k, top_p=top_p, min_p=min_p,
                                             seed=seed, mode=mode),
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
                           client_timeout_s=client_timeout_s,
-                          engine_kwargs=dict(skip=skip, draft_max=draft_max))
+                          engine_kwargs=dict(skip=skip, draft_max=draft_max),
+                          api_key=api_key or None, cors_origins=tuple(cors_origins))
     sock = listen(host, port)
+    if not config.api_key and not is_loopback(sock.getsockname()[0]):
+        click.echo(f"edgessd: warning: listening on {host} without --api-key: anyone who can reach this "
+                   f"machine can use the server", err=True)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"edgessd: serving {config.model_id} on http://{shown}:{sock.getsockname()[1]}/v1 "
                f"(queue {queue_size}, threads {eng.ctx.n_threads}, ctx {eng.ctx.n_ctx}); Ctrl-C stops")

@@ -3,6 +3,9 @@
     POST /v1/chat/completions   POST /v1/completions   (streamed as SSE with "stream": true)
     GET  /v1/models             GET  /health
 
+With an API key, every /v1/* request needs ``Authorization: Bearer <key>`` (else a 401);
+/health and CORS preflights stay open (see access.py).
+
 Every error, a bad body or an unknown route included, is JSON in OpenAI's shape:
 ``{"error": {"message", "type", "code", "param"}}``. A streamed response starts only once
 the engine has accepted the request, so a prompt too long for the context is a 400 like
@@ -24,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..engine import Engine
+from .access import middleware
 from .schema import ApiError, Defaults, parse_json, parse_request
 from .shapes import Outcome, Shapes, models_list
 from .structured import parse_structured
@@ -44,6 +48,8 @@ class ServerConfig:
     timeout_s: float | None = 300.0     # the longest one generation runs; None: no limit
     client_timeout_s: float | None = 30.0  # the longest a client may take to send its body (then 408)
     engine_kwargs: dict = field(default_factory=dict)  # skip, draft_max: the same for every request
+    api_key: str | None = None          # required on /v1/* as "Authorization: Bearer <key>"; None: open
+    cors_origins: tuple[str, ...] = ()  # origins a browser may call from; (): no CORS headers at all
 
 
 def create_app(engine: Engine, config: ServerConfig) -> Starlette:
@@ -65,7 +71,8 @@ def create_app(engine: Engine, config: ServerConfig) -> Starlette:
               Route("/health", api.health, methods=["GET"])]
     handlers = {ApiError: api_error, HTTPException: http_error, ClientDisconnect: client_gone,
                 Exception: internal_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
+                    middleware=middleware(config.api_key, config.cors_origins))
     app.state.worker = worker
     return app
 
