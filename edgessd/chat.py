@@ -104,8 +104,8 @@ class ChatSession:
         s = self.settings
         result = None
         for item in self.engine.stream(self.conversation(), n_predict=s.n_predict, temperature=s.temperature,
-                                       top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, seed=s.seed, mode=s.mode, skip=s.skip,
-                                       draft_max=s.draft_max, cancel=cancel):
+                                       top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, seed=s.seed, mode=s.mode,
+                                       skip=s.skip,                                       draft_max=s.draft_max, cancel=cancel):
             if isinstance(item, GenerationResult):
                 result = item
             yield item

@@ -168,8 +168,8 @@ class Engine:
         return result
 
     def stream(self, prompt: Prompt, *, n_predict: int = 128, temperature: float = 0.0, top_k: int = 40,
-               top_p: float = 0.95, min_p: float = 0.0, seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
-               draft_max: int | None = None, cancel: threading.Event | None = None,
+               top_p: float = 0.95, min_p: float = 0.0, seed: int | None = None, mode: str = "auto",
+               skip: SkipSet | str | None = None, draft_max: int | None = None, cancel: threading.Event | None = None,
                drafter: Drafter | None = None, json_schema: dict | str | None = None,
                grammar: str | None = None, logprobs: int | None = None) -> Iterator[str | GenerationResult]:
         """Yield text pieces as tokens are accepted, then the :class:`GenerationResult`.

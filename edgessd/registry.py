@@ -25,6 +25,7 @@ from pathlib import Path
 from .errors import ModelError, RegistryError
 from .fsutil import atomic_path, cache_dir, file_lock, sha256_file, write_json_atomic
 
+
 def shipped_dir(name: str) -> Path:
     """A top-level folder of the repo that also ships inside the package (models, patches):
     ``edgessd/<name>`` in an installed wheel, ``<repo>/<name>`` in a checkout. Read-only."""

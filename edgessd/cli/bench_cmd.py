@@ -48,7 +48,8 @@ def _preset(preset: str, n_threads: int | None, n_gpu_layers: int | None) -> tup
               help="first: each prompt's first turn; all: every turn, with plain's earlier replies.")
 @click.option("--stream", type=click.Choice(["by-category", "mixed"]), default="by-category", show_default=True,
               help="Prompt order: grouped by category, or shuffled with --seed.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the shuffled prompt order and for sampled methods.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the shuffled prompt order and for sampled methods.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report (settings, device, build, rows, summary) as JSON.")
 @click.option("--md", "md_out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -29,7 +29,8 @@ from .options import model_argument
               help="Candidate sets per size scored by matchness.")
 @click.option("--sizes", default="0.15,0.3", show_default=True,
               help="Shares of the 2L sublayers to skip, one search each.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random skip-set candidates of the search.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the random skip-set candidates of the search.")
 def calibrate(model, prompts_file, domains, out_dir, n_threads, n_gpu_layers, n_tokens, search_prompts, select_prompts,
               candidates, sizes, seed) -> None:
     """Find each domain's best skip sets for MODEL, by real acceptance, and build its KNN index.

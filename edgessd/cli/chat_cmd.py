@@ -62,7 +62,8 @@ def stream_reply(items) -> None:
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
 @engine_options
 @learn_option
-def chat(model, system, n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max, verbose, n_threads, n_ctx,
+def chat(model, system, n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max, verbose,
+         n_threads, n_ctx,
          n_gpu_layers, learn, no_learn) -> None:
     """Chat with MODEL (a GGUF path or registry name; default smollm2-135m, fetched on first use).
 

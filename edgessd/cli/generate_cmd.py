@@ -27,8 +27,8 @@ from .options import engine_options, learn_mode, learn_option, model_argument, n
 @sampling_options
 @engine_options
 @learn_option
-def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max,
-             n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
+def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature, top_k,
+             top_p, min_p, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
     \b
