@@ -253,7 +253,8 @@ def resolve(model: str | os.PathLike | None, *, fetch: bool = True) -> Path:
     p = Path(model).expanduser()
     if p.is_file():
         return p
-    if name in load_registry():
+    known = load_registry()
+    if name in known:
         return pull(name) if fetch else cached_path(name)
     if p.is_dir():
         found = sorted(q.name for q in p.glob("*.gguf"))
@@ -262,7 +263,7 @@ def resolve(model: str | os.PathLike | None, *, fetch: bool = True) -> Path:
     if p.suffix == ".gguf" or os.sep in name or p.exists():
         if _looks_like_a_hub_name(name):
             raise ModelError(f"{name}: looks like a model hub name, and edgessd reaches no model hub; give a "
-                             f"local .gguf file or a registry name ({', '.join(sorted(load_registry()))})")
+                             f"local .gguf file or a registry name ({', '.join(sorted(known))})")
         raise ModelError(f"model file not found: {p}")
     return pull(name) if fetch else cached_path(name)
 

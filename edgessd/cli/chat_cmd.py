@@ -8,7 +8,7 @@ import threading
 import click
 
 from ..errors import EdgessdError
-from .options import engine_options, learn_mode, learn_option, model_argument, nonempty_skip
+from .options import engine_options, learn_mode, learn_option, model_argument, sampler_options
 
 PROMPT = "> "
 
@@ -46,19 +46,7 @@ def stream_reply(items) -> None:
               help="Tokens per reply at most.")
 @click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.7, show_default=True,
               help="Sampling temperature; 0 is greedy.")
-@click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,
-              help="Sample from the k most likely tokens (0: all).")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
-              help="Sample from the smallest set of tokens whose probability reaches p.")
-@click.option("--min-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Drop tokens less likely than min-p times the most likely one (0: off).")
-@click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible chats; -1: random).")
-@click.option("--mode", type=click.Choice(["auto", "plain", "lookup", "layerskip"]), default="auto",
-              show_default=True, help="How to draft: auto decides from the device profile.")
-@click.option("--skip", "skip", default=None, metavar="SPEC", callback=nonempty_skip,
-              help="Sublayers to skip when drafting (with --mode layerskip), e.g. 'attn:3,5,7;mlp:4-9'.")
-@click.option("--draft-max", type=click.IntRange(min=1), default=None,
-              help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")
+@sampler_options
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
 @engine_options
 @learn_option

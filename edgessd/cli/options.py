@@ -64,15 +64,15 @@ def nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None)
     return value
 
 
-def sampling_options(f):
-    """-n/--n-predict, --temp, --top-k, --top-p, --seed, --mode, --skip, --draft-max."""
+def sampler_options(f):
+    """--top-k, --top-p, --min-p, --seed, --mode, --skip, --draft-max: shared by generate, chat and serve."""
     f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
                      help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")(f)
     f = click.option("--skip", "skip", default=None, metavar="SPEC", callback=nonempty_skip,
                      help="Sublayers to skip when drafting, e.g. 'attn:3,5,7;mlp:4-9'.")(f)
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="How to draft: auto decides from the device profile.")(f)
-    f = click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible runs).")(f)
+    f = click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible runs; -1: random).")(f)
     f = click.option("--min-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                      help="Drop tokens less likely than min-p times the most likely one (llama.cpp uses 0.05; "
                           "0: off, as before).")(f)
@@ -80,6 +80,12 @@ def sampling_options(f):
                      help="Sample from the smallest set of tokens whose probability reaches p.")(f)
     f = click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,
                      help="Sample from the k most likely tokens (0: all).")(f)
+    return f
+
+
+def sampling_options(f):
+    """-n/--n-predict and --temp with generate's and serve's defaults, then sampler_options."""
+    f = sampler_options(f)
     f = click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Sampling temperature; 0 is greedy.")(f)
     f = click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=-1), default=128, show_default=True,
