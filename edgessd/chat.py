@@ -20,7 +20,8 @@ HELP = """\
 /clear                forget the conversation (keeps the system prompt)
 /regen                generate the last reply again
 /system TEXT          set the system prompt (clears the conversation)
-/set KEY VALUE        KEY: temp, top-k, top-p, min-p, n, mode, seed, draft-max
+/set KEY VALUE        KEY: temp, top-k, top-p, min-p, repeat-penalty, repeat-last-n,
+                      n, mode, seed, draft-max
 /stats                statistics of the last reply
 /stats on|off         show the status line after each reply
 \"\"\"                   start or end a multi-line message
@@ -34,6 +35,8 @@ class ChatSettings:
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
     seed: int | None = None
     mode: str = "auto"
     skip: str | None = None
@@ -66,6 +69,8 @@ _SETTERS = {
     "top-k": ("top_k", int, lambda v: v >= 0),
     "top-p": ("top_p", float, lambda v: 0 < v <= 1),
     "min-p": ("min_p", float, lambda v: 0 <= v <= 1),
+    "repeat-penalty": ("repeat_penalty", float, lambda v: 0 < v < float("inf")),
+    "repeat-last-n": ("repeat_last_n", int, lambda v: v >= -1),
     "n": ("n_predict", int, lambda v: v >= 1),
     "mode": ("mode", str, lambda v: v in MODES),
     "seed": ("seed", _seed, lambda v: True),
@@ -104,8 +109,10 @@ class ChatSession:
         s = self.settings
         result = None
         for item in self.engine.stream(self.conversation(), n_predict=s.n_predict, temperature=s.temperature,
-                                       top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, seed=s.seed, mode=s.mode,
-                                       skip=s.skip,                                       draft_max=s.draft_max, cancel=cancel):
+                                       top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                                       repeat_penalty=s.repeat_penalty, repeat_last_n=s.repeat_last_n,
+                                       seed=s.seed, mode=s.mode, skip=s.skip, draft_max=s.draft_max,
+                                       cancel=cancel):
             if isinstance(item, GenerationResult):
                 result = item
             yield item

@@ -35,7 +35,7 @@ import numpy as np
 from ._capi import Context
 from .drafters.base import Draft, Drafter, DraftRequest
 from .logprobs import TokenLogprob, row_logprobs
-from .sampling import SamplerParams, constrained_accept, greedy_accept, speculative_accept, target_probs
+from .sampling import SamplerParams, constrained_accept, greedy_accept, penalized, speculative_accept, target_probs
 from .stats import GenerationStats
 
 if TYPE_CHECKING:
@@ -78,12 +78,16 @@ def verify(ctx: Context, history: list[int], draft: Draft | None, pos: int, samp
            rng: np.random.Generator, matcher: Matcher | None,
            stats: GenerationStats | None = None) -> tuple[int, int, np.ndarray]:
     """Decode the pending token and the (cut) draft, apply the accept rule, and bring the
-    constraint to the accepted prefix. Returns (n_accepted, next_token, the logits rows)."""
+    constraint to the accepted prefix. Returns (n_accepted, next_token, the raw logits rows).
+
+    The rule sees each row as plain decoding would: penalised for repetition by ``history``
+    and the drafts before that row (``sampling.penalized``).
+    """
     tokens = draft.tokens if draft else []
     if matcher is None:
         ctx.decode([history[-1]] + tokens, pos, all_logits=True)
         logits = ctx.logits()
-        return (*accept(draft, logits, sampler, rng), logits)
+        return (*accept(draft, penalized(logits, history, tokens, sampler), sampler, rng), logits)
     t0 = time.perf_counter()
     m = matcher.count_allowed(tokens)
     t1 = time.perf_counter()
@@ -91,7 +95,8 @@ def verify(ctx: Context, history: list[int], draft: Draft | None, pos: int, samp
     logits = ctx.logits()
     t2 = time.perf_counter()
     masks = row_masks(matcher, tokens[:m])
-    n_acc, nxt = constrained_accept(tokens, draft.probs if draft else None, logits, masks, sampler, rng)
+    rows = penalized(logits, history, tokens, sampler)
+    n_acc, nxt = constrained_accept(tokens, draft.probs if draft else None, rows, masks, sampler, rng)
     for tok in tokens[:n_acc]:
         matcher.consume(tok)
     if stats is not None:  # the accept rule's masked argmax included: what the constraint adds

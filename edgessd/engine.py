@@ -168,13 +168,17 @@ class Engine:
         return result
 
     def stream(self, prompt: Prompt, *, n_predict: int = 128, temperature: float = 0.0, top_k: int = 40,
-               top_p: float = 0.95, min_p: float = 0.0, seed: int | None = None, mode: str = "auto",
-               skip: SkipSet | str | None = None, draft_max: int | None = None, cancel: threading.Event | None = None,
+               top_p: float = 0.95, min_p: float = 0.0, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+               seed: int | None = None, mode: str = "auto", skip: SkipSet | str | None = None,
+               draft_max: int | None = None, cancel: threading.Event | None = None,
                drafter: Drafter | None = None, json_schema: dict | str | None = None,
                grammar: str | None = None, logprobs: int | None = None) -> Iterator[str | GenerationResult]:
         """Yield text pieces as tokens are accepted, then the :class:`GenerationResult`.
 
         prompt: raw text, or chat messages rendered with the model's template.
+        n_predict: tokens to generate at most; -1: until the end of generation or of the context.
+        temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n: the sampler
+        (:class:`~edgessd.sampling.SamplerParams`); the penalty applies to greedy decoding too.
         mode: plain | lookup | layerskip | auto (the planner decides per cycle from the device
         profile; the result's mode reads e.g. "auto→lookup"). skip: the layer-skip set (a SkipSet or a spec
         such as ``"attn:3,5;mlp:4-9"``); default: every 4th layer. draft_max: drafts per cycle
@@ -186,15 +190,18 @@ class Engine:
         logprobs: None, or the number (0-20) of alternatives to report with each token's
         log-probability (on each streamed piece's ``.logprobs`` and the result's).
         """
-        if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < 0:
-            raise InvalidArgumentError(f"n_predict must be an integer >= 0, got {n_predict!r}")
+        if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < -1:
+            raise InvalidArgumentError(f"n_predict must be an integer >= 0 (or -1: no limit), got {n_predict!r}")
+        if n_predict == -1:
+            n_predict = self.ctx.n_ctx  # llama.cpp's -1: the context ends generation first
         if draft_max is not None and (not isinstance(draft_max, int) or isinstance(draft_max, bool) or draft_max < 1):
             raise InvalidArgumentError(f"draft_max must be an integer >= 1, got {draft_max!r}")
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
             raise InvalidArgumentError(f"cancel must be a threading.Event, got {cancel!r}")
         if skip is not None and not isinstance(skip, (SkipSet, str)):
             raise InvalidArgumentError(f"skip must be a SkipSet or a spec such as 'attn:3,5;mlp:4-9', got {skip!r}")
-        sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
+        sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                                repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
             raise InvalidArgumentError(f"logprobs must be an integer from 0 to 20, got {logprobs!r}")

@@ -30,6 +30,8 @@ class SamplerParams:
     top_p: float = 0.95       # then the smallest set whose mass reaches top_p (1.0: all)
     min_p: float = 0.0        # then drop tokens below min_p times the most likely one's probability (0: off)
     seed: int | None = None   # seeds the generator of a sampled generation; None: fresh entropy
+    repeat_penalty: float = 1.0  # penalise tokens of the last repeat_last_n (1.0: off), as llama.cpp
+    repeat_last_n: int = 64   # how many of the latest tokens (prompt included) are penalised; -1: all, 0: off
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
@@ -41,6 +43,12 @@ class SamplerParams:
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p <= 1):
             raise InvalidArgumentError(f"min_p must be in [0, 1], got {self.min_p!r}")
+        if not (isinstance(self.repeat_penalty, (int, float)) and math.isfinite(self.repeat_penalty)
+                and self.repeat_penalty > 0):
+            raise InvalidArgumentError(f"repeat_penalty must be a number > 0, got {self.repeat_penalty!r}")
+        if (not isinstance(self.repeat_last_n, int) or isinstance(self.repeat_last_n, bool)
+                or self.repeat_last_n < -1):
+            raise InvalidArgumentError(f"repeat_last_n must be an integer >= -1, got {self.repeat_last_n!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise InvalidArgumentError(f"seed must be an integer (negative: random), got {self.seed!r}")
         if self.seed is not None and self.seed < 0:
@@ -50,9 +58,46 @@ class SamplerParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def penalizes(self) -> bool:
+        """Whether the repetition penalty changes any logits."""
+        return self.repeat_penalty != 1.0 and self.repeat_last_n != 0
+
+
+def penalized(logits: np.ndarray, context: Sequence[int], draft: Sequence[int], params: SamplerParams) -> np.ndarray:
+    """llama.cpp's repetition penalty on verification rows: row i follows ``context + draft[:i]``.
+
+    logits: ``[k, V]`` with ``k <= len(draft) + 1``; context: every token before the first row's
+    prediction (prompt and emitted tokens, the pending one last). Each token among the last
+    ``repeat_last_n`` of a row's prefix (-1: all of it) has its logit divided by
+    ``repeat_penalty`` if positive, multiplied if not; each token once, however often it occurs.
+    So row i is penalised exactly as plain decoding would penalise that position. Returns a
+    float32 copy (the input when the penalty is off).
+
+    >>> penalized(np.array([[2.0, -1.0, 3.0]]), [0, 1], [], SamplerParams(repeat_penalty=2.0)).tolist()
+    [[1.0, -2.0, 3.0]]
+    """
+    if not params.penalizes:
+        return logits
+    out = np.array(logits, dtype=np.float32)
+    n = params.repeat_last_n
+    prefix = [int(t) for t in (context if n < 0 else context[max(0, len(context) - n):])]
+    for i, row in enumerate(out):
+        window = prefix if n < 0 else prefix[max(0, len(prefix) - n):]
+        ids = np.unique(np.asarray(window, dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < row.shape[0])]
+        vals = row[ids]
+        row[ids] = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
+        if i < len(draft):
+            prefix.append(int(draft[i]))
+    return out
+
 
 def target_probs(logits: np.ndarray, params: SamplerParams) -> np.ndarray:
     """The distribution sampling draws from: temperature, then top-k, top-p and min-p, renormalised.
+
+    The repetition penalty is not applied here: it depends on the tokens before each row, so
+    callers apply :func:`penalized` first.
 
     logits: ``[V]`` or ``[k, V]``. Returns float64 of the same shape; each row sums to 1.
     Ties at the top-k boundary are broken by token id (lower id kept), so the set is deterministic.

@@ -7,7 +7,7 @@ from scipy import stats as sps
 
 from edgessd.drafters.lookup import find_continuation, longest_match
 from edgessd.errors import InvalidArgumentError
-from edgessd.sampling import SamplerParams, greedy_accept, sample, speculative_accept, target_probs
+from edgessd.sampling import SamplerParams, greedy_accept, penalized, sample, speculative_accept, target_probs
 from edgessd.stats import GenerationStats
 
 
@@ -46,8 +46,29 @@ def test_target_probs_ties_keep_lower_token_id():
     np.testing.assert_allclose(p, [0, 0.5, 0.5, 0])
 
 
+def test_repeat_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = np.array([[2.0, -1.0, 3.0, 0.5]], dtype=np.float32)
+    got = penalized(logits, [1, 0, 0], [], SamplerParams(repeat_penalty=2.0))
+    np.testing.assert_array_equal(got, [[1.0, -2.0, 3.0, 0.5]])  # each token once, however often it occurs
+    assert penalized(logits, [0, 1], [], SamplerParams()) is logits  # 1.0: off
+    assert penalized(logits, [0, 1], [], SamplerParams(repeat_penalty=2.0, repeat_last_n=0)) is logits
+
+
+def test_repeat_penalty_rows_see_the_drafts_before_them_within_the_window():
+    logits = np.full((3, 5), 4.0, dtype=np.float32)
+    # context [0, 1], draft [2, 3]; last 2 tokens: row 0 sees {0, 1}, row 1 {1, 2}, row 2 {2, 3}
+    got = penalized(logits, [0, 1], [2, 3], SamplerParams(repeat_penalty=2.0, repeat_last_n=2))
+    np.testing.assert_array_equal(got, [[2, 2, 4, 4, 4], [4, 2, 2, 4, 4], [4, 4, 2, 2, 4]])
+    everything = penalized(logits, [0, 1], [2, 3], SamplerParams(repeat_penalty=2.0, repeat_last_n=-1))
+    np.testing.assert_array_equal(everything[2], [2, 2, 2, 2, 4])
+    # a row is penalised as plain decoding would: the same as that position decoded with no draft
+    plain = penalized(logits[:1], [0, 1, 2, 3], [], SamplerParams(repeat_penalty=2.0, repeat_last_n=2))
+    np.testing.assert_array_equal(plain[0], got[2])
+
+
 @pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1),
-                                 dict(temperature=float("nan"))])
+                                 dict(temperature=float("nan")), dict(min_p=-0.1), dict(min_p=1.5),
+                                 dict(repeat_penalty=0.0), dict(repeat_penalty=float("inf")), dict(repeat_last_n=-2)])
 def test_sampler_params_reject_nonsense(bad):
     with pytest.raises(InvalidArgumentError):
         SamplerParams(**bad)

@@ -18,12 +18,14 @@ import pytest
 from scipy import stats as sps
 
 from edgessd.engine import Engine
-from edgessd.sampling import SamplerParams, target_probs
+from edgessd.sampling import SamplerParams, penalized, target_probs
 from edgessd.skipset import SkipSet
 
 ALPHA = 1e-3
 N = 600
-SETTINGS = dict(temperature=1.0, top_k=6, top_p=1.0)
+SETTINGS = dict(temperature=1.0, top_k=6, top_p=1.0, min_p=0.0)
+# llama.cpp's repetition penalty moves mass off the prompt's words ("mat", "cat", "dog" below)
+PENALTY = dict(SETTINGS, repeat_penalty=1.5, repeat_last_n=64)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +36,13 @@ def eng():
 
 
 def target_first_token(eng: Engine, prompt: str, settings: dict = SETTINGS) -> np.ndarray:
-    """The target distribution of the first generated token (the verifier's row 0)."""
+    """The target distribution of the first generated token (the verifier's row 0), as plain
+    sampling computes it: penalised by the prompt's tokens, then the sampler chain."""
     toks = eng.tokenize(prompt)
     eng.reset()
     eng.ctx.decode(toks, 0)
-    p = target_probs(eng.ctx.logits()[0].copy(), SamplerParams(**settings))
+    params = SamplerParams(**settings)
+    p = target_probs(penalized(eng.ctx.logits()[:1].copy(), toks, [], params)[0], params)
     eng.reset()
     return p
 
@@ -56,16 +60,23 @@ def chi_square_pvalue(counts: dict[int, int], p: np.ndarray, n: int) -> float:
     return float(sps.chisquare(obs, exp).pvalue)
 
 
+CAT = "The cat sat on the mat. The dog sat on the"
+
+
 @pytest.mark.parametrize("mode,prompt,skip,settings", [
     ("layerskip", "My favourite fruit is", SkipSet.of(range(2, 28, 3), range(2, 28, 3)), SETTINGS),
-    ("lookup", "The cat sat on the mat. The dog sat on the", None, SETTINGS),
+    ("lookup", CAT, None, SETTINGS),
     ("layerskip", "My favourite fruit is", SkipSet.of(range(2, 28, 3), range(2, 28, 3)), {**SETTINGS, "min_p": 0.22}),
-], ids=["layerskip", "lookup", "layerskip-min-p"])
+    ("layerskip", CAT, SkipSet.of(range(2, 28, 3), range(2, 28, 3)), PENALTY),
+], ids=["layerskip", "lookup", "layerskip-min-p", "layerskip-penalty"])
 def test_first_token_has_the_target_distribution(eng, mode, prompt, skip, settings):
     p = target_first_token(eng, prompt, settings)
-    if "min_p" in settings:  # min-p must really cut the support here, or this case tests nothing new
+    if settings.get("min_p"):  # min-p must really cut the support here, or this case tests nothing new
         assert np.count_nonzero(p) < np.count_nonzero(target_first_token(eng, prompt, SETTINGS))
     assert (p > 0.05).sum() >= 3, "the position must have several likely tokens"
+    if settings is PENALTY:  # the penalty really changed the distribution sampled from
+        unpenalized = target_first_token(eng, prompt, dict(settings, repeat_penalty=1.0))
+        assert np.abs(p - unpenalized).sum() > 0.2
     counts: dict[int, int] = {}
     drafted = accepted = 0
     for seed in range(N):

@@ -207,6 +207,15 @@ def test_sampling_with_a_seed_is_the_engines_sampling(server, engine):
     assert [server.post("/v1/completions", body).json()["choices"][0]["text"] for _ in range(2)] == [ref, ref]
 
 
+def test_repeat_penalty_fields_are_the_engines_penalty(server, engine):
+    prompt = "The list: apple, banana, cherry, date, elderberry, fig, grape. The list again: apple, banana,"
+    settings = dict(repeat_penalty=1.3, repeat_last_n=16)
+    ref = engine.generate(prompt, n_predict=16, mode="plain", **settings).text
+    assert ref != engine.generate(prompt, n_predict=16, mode="plain").text  # the fields must matter here
+    body = {"prompt": prompt, "max_tokens": 16, **settings}
+    assert server.post("/v1/completions", body).json()["choices"][0]["text"] == ref
+
+
 def test_max_tokens_zero_generates_nothing(server):
     body = server.post("/v1/completions", {"prompt": "Hello", "max_tokens": 0}).json()
     assert body["choices"][0] == {"index": 0, "text": "", "logprobs": None, "finish_reason": "length"}
@@ -333,6 +342,8 @@ def test_unknown_route_and_wrong_method_are_json(server):
     ("/v1/completions", {"prompt": "hi", "top_p": 0}, "top_p"),
     ("/v1/completions", {"prompt": "hi", "top_p": 1.5}, "top_p"),
     ("/v1/completions", {"prompt": "hi", "top_k": -3}, "top_k"),
+    ("/v1/completions", {"prompt": "hi", "repeat_penalty": 0}, "repeat_penalty"),
+    ("/v1/completions", {"prompt": "hi", "repeat_last_n": -2}, "repeat_last_n"),
     ("/v1/completions", {"prompt": "hi", "mode": "fast"}, "mode"),
     ("/v1/completions", {"prompt": "hi", "stop": 5}, "stop"),
     ("/v1/completions", {"prompt": "hi", "stream": "yes"}, "stream"),

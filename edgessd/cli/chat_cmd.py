@@ -50,8 +50,7 @@ def stream_reply(items) -> None:
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
 @engine_options
 @learn_option
-def chat(model, system, n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max, verbose,
-         n_threads, n_ctx,
+def chat(model, system, n_predict, temperature, sampling, seed, mode, skip, draft_max, verbose, n_threads, n_ctx,
          n_gpu_layers, learn, no_learn) -> None:
     """Chat with MODEL (a GGUF path or registry name; default smollm2-135m, fetched on first use).
 
@@ -70,8 +69,8 @@ def chat(model, system, n_predict, temperature, top_k, top_p, min_p, seed, mode,
         seed = None  # llama.cpp's convention: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                  learn=learn_mode(learn, no_learn))
-    settings = ChatSettings(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_p=min_p, seed=seed, mode=mode, skip=skip, draft_max=draft_max)
+    settings = ChatSettings(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode,
+                            skip=skip, draft_max=draft_max)
     session = ChatSession(eng, settings, system=system)
     m = eng.model
     click.secho(f"edgessd chat: {eng.model_path.name} ({m.arch}, {m.n_layer} layers, "

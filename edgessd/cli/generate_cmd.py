@@ -27,8 +27,8 @@ from .options import engine_options, learn_mode, learn_option, model_argument, n
 @sampling_options
 @engine_options
 @learn_option
-def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature, top_k,
-             top_p, min_p, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
+def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature,
+             sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
     \b
@@ -54,8 +54,7 @@ def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, gram
                  learn=learn_mode(learn, no_learn))
     n_predict = n_predict_value(n_predict, eng.ctx.n_ctx)  # the context llama.cpp made (it pads n_ctx)
     request = [{"role": "user", "content": prompt}] if chat else prompt
-    kwargs = dict(n_predict=n_predict, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
-                  mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),
+    kwargs = dict(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),
                   grammar=read_text(grammar))
     scanner, cancel = StopScanner(stops), threading.Event()
     result, text = None, []

@@ -64,8 +64,20 @@ def nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None)
     return value
 
 
-def sampler_options(f):
-    """--top-k, --top-p, --min-p, --seed, --mode, --skip, --draft-max: shared by generate, chat and serve."""
+# the sampler's options that reach Engine.stream unchanged, gathered into one ``sampling`` dict
+SAMPLER_KEYS = ("top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n")
+
+
+def sampler_options(command):
+    """--top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, --seed, --mode, --skip,
+    --draft-max: shared by generate, chat and serve. The command receives the first five as one
+    ``sampling`` dict of :meth:`Engine.stream`'s keyword arguments."""
+    @functools.wraps(command)
+    def gathered(*args, **kwargs):
+        kwargs["sampling"] = {k: kwargs.pop(k) for k in SAMPLER_KEYS}
+        return command(*args, **kwargs)
+
+    f = gathered
     f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
                      help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")(f)
     f = click.option("--skip", "skip", default=None, metavar="SPEC", callback=nonempty_skip,
@@ -73,6 +85,13 @@ def sampler_options(f):
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="How to draft: auto decides from the device profile.")(f)
     f = click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible runs; -1: random).")(f)
+    f = click.option("--repeat-last-n", "repeat_last_n", type=click.IntRange(min=-1), default=64, show_default=True,
+                     help="How many of the latest tokens, prompt included, --repeat-penalty looks at "
+                          "(-1: all, 0: off).")(f)
+    f = click.option("--repeat-penalty", "repeat_penalty", type=click.FloatRange(0, min_open=True), default=1.0,
+                     show_default=True,
+                     help="Penalise tokens seen in the last --repeat-last-n, as llama.cpp (1.0: off). Applied "
+                          "to the full model's logits, so speculation keeps plain decoding's output.")(f)
     f = click.option("--min-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                      help="Drop tokens less likely than min-p times the most likely one (llama.cpp uses 0.05; "
                           "0: off, as before).")(f)

@@ -51,14 +51,15 @@ def nonempty(alias: str | None) -> str | None:
 @engine_options
 @learn_option
 def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, api_key, cors_origins, alias,
-          n_predict, temperature, top_k, top_p, min_p, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers,
+          n_predict, temperature, sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers,
           learn, no_learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
     "stream": true), GET /v1/models, GET /health. One generation runs at a time; the
     sampling flags are the defaults for requests that leave those fields out, and a
-    request may also pick "mode", "top_k" and "min_p".
+    request may also pick "mode" and llama-server's "top_k", "min_p", "repeat_penalty"
+    and "repeat_last_n".
 
     \b
     Examples:
@@ -81,8 +82,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
     config = ServerConfig(model_id=alias or model_id(model, eng.model_path),
                           created=int(eng.model_path.stat().st_mtime),
                           defaults=Defaults(n_predict=n_predict_value(n_predict, eng.ctx.n_ctx),
-                                            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                            seed=seed, mode=mode),
+                                            temperature=temperature, **sampling, seed=seed, mode=mode),
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
                           client_timeout_s=client_timeout_s,
                           engine_kwargs=dict(skip=skip, draft_max=draft_max),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._capi import Context
-from ..sampling import sample, target_probs
+from ..sampling import penalized, sample, target_probs
 from ..skipset import SkipSet
 from .base import Draft, DraftRequest
 
@@ -58,7 +58,8 @@ class LayerSkipDrafter:
             with self.ctx.skipping(self.flags):
                 for i in range(limit):
                     self.ctx.decode([tok], req.pos + i)
-                    q = target_probs(self.ctx.logits()[0], req.sampler)
+                    row = penalized(self.ctx.logits()[:1], np.append(req.history, tokens), [], req.sampler)[0]
+                    q = target_probs(row, req.sampler)  # penalised as the verifier will: closer to p
                     tok = sample(q, req.rng)
                     if i > 0 and float(q.max()) < self.p_min:
                         break

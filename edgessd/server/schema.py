@@ -45,6 +45,8 @@ class Defaults:
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
     seed: int | None = None
     mode: str = "auto"
 
@@ -61,7 +63,9 @@ class GenRequest:
     top_p: float
     seed: int | None
     mode: str
-    min_p: float = 0.0        # llama-server's min_p (not in OpenAI's API)
+    min_p: float = 0.0        # llama-server's min_p, repeat_penalty, repeat_last_n (not in OpenAI's API)
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with only usage
@@ -69,7 +73,8 @@ class GenRequest:
     def engine_kwargs(self) -> dict:
         """The keyword arguments of :meth:`Engine.stream` this request sets."""
         return dict(n_predict=self.n_predict, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                    min_p=self.min_p, seed=self.seed, mode=self.mode)
+                    min_p=self.min_p, repeat_penalty=self.repeat_penalty, repeat_last_n=self.repeat_last_n,
+                    seed=self.seed, mode=self.mode)
 
 
 def parse_json(data: bytes) -> dict:
@@ -115,10 +120,15 @@ def parse_request(body: dict, kind: str, defaults: Defaults, *, n_ctx: int) -> G
     min_p = _number(body, "min_p", defaults.min_p, minimum=0.0)
     if min_p > 1:
         raise invalid("min_p", f"min_p must be in [0, 1], got {min_p}")
+    repeat_penalty = _number(body, "repeat_penalty", defaults.repeat_penalty, minimum=0.0)
+    if repeat_penalty <= 0:
+        raise invalid("repeat_penalty", f"repeat_penalty must be > 0, got {repeat_penalty}")
     return GenRequest(kind=kind, prompt=prompt, n_predict=min(defaults.n_predict if limit is None else limit, n_ctx),
                       temperature=_number(body, "temperature", defaults.temperature, minimum=0.0),
                       top_k=_int(body, "top_k", defaults.top_k, minimum=0), top_p=top_p,
-                      min_p=min_p, seed=seed, mode=mode, stop=_stops(body.get("stop")),
+                      min_p=min_p, repeat_penalty=repeat_penalty,
+                      repeat_last_n=_int(body, "repeat_last_n", defaults.repeat_last_n, minimum=-1),
+                      seed=seed, mode=mode, stop=_stops(body.get("stop")),
                       stream=stream, include_usage=include_usage)
 
 
