@@ -266,19 +266,22 @@ class Model:
         """Every end-of-generation token of the vocabulary (EOS, EOT, <|im_end|>...)."""
         return [t for t in range(self.n_vocab) if self.is_eog(t)]
 
-    def apply_chat_template(self, messages: Sequence[dict], *, add_assistant: bool = True) -> str | None:
-        """Render chat ``messages`` ({"role", "content"}) with the GGUF's template via llama.cpp.
+    def apply_chat_template(self, messages: Sequence[dict], *, add_assistant: bool = True,
+                            template: str | None = None) -> str | None:
+        """Render chat ``messages`` ({"role", "content"}) with the GGUF's template via llama.cpp,
+        or with ``template``: one of :func:`builtin_chat_templates` by name.
 
-        Returns None when the model has no template or llama.cpp does not recognise it.
+        Returns None when there is no template or llama.cpp does not recognise it.
         """
-        if not self.chat_template:
+        template = template or self.chat_template
+        if not template:
             return None
         keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
         arr = (C.llama_chat_message * len(keep))(*[C.llama_chat_message(r, c) for r, c in keep])
         size = 2 * sum(len(r) + len(c) for r, c in keep) + 256
         for _ in range(2):
             buf = ctypes.create_string_buffer(size)
-            n = C.llama_chat_apply_template(self.chat_template.encode(), arr, len(keep), add_assistant, buf, size)
+            n = C.llama_chat_apply_template(template.encode(), arr, len(keep), add_assistant, buf, size)
             if n < 0:
                 return None
             if n <= size:
@@ -286,9 +289,21 @@ class Model:
             size = n + 1
         raise LibraryError("llama_chat_apply_template kept growing")
 
+    def eos_text(self) -> str:
+        """The end-of-sequence token's text (for Jinja templates' ``eos_token``); "" if none."""
+        eos = C.llama_vocab_eos(self.vocab)
+        return self.token_bytes(eos, special=True).decode("utf-8", "replace") if eos >= 0 else ""
+
     def skip_flags(self) -> np.ndarray:
         """An all-zero skip mask for this model: uint8 ``[n_layer]``."""
         return np.zeros(self.n_layer, dtype=np.uint8)
+
+
+def builtin_chat_templates() -> list[str]:
+    """The chat template names llama.cpp renders itself (chatml, llama3, gemma, phi3...)."""
+    arr = (ctypes.c_char_p * 256)()
+    n = C.llama_chat_builtin_templates(arr, len(arr))
+    return [arr[i].decode() for i in range(min(n, len(arr)))]
 
 
 class Context:

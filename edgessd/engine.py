@@ -39,6 +39,7 @@ from .planner import conservative_cpu_cost, plan_layerskip, predicted_speedup
 from .sampling import SamplerParams
 from .skipset import SkipSet, parse_skip_spec
 from .stats import GenerationStats
+from .templates import ChatTemplate
 
 if TYPE_CHECKING:
     from .domains import DomainIndex, DomainSet, Route
@@ -99,10 +100,13 @@ class Engine:
     saved as a learned anchor in the model's index in the cache: its feature vector and the
     skip set found for it, never its text. "auto" (default): only where the device profile
     says layer skip can pay; "on": always; "off": never.
+    chat_template: render chats with this instead of the GGUF's template: a llama.cpp
+    built-in name ("chatml", "llama3"...) or Jinja source (see :mod:`edgessd.templates`).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_batch: int = 512, n_gpu_layers: int = 0, learn: str = "auto") -> None:
+                 n_batch: int = 512, n_gpu_layers: int = 0, learn: str = "auto",
+                 chat_template: str | None = None) -> None:
         if learn not in ("auto", "on", "off"):
             raise InvalidArgumentError(f"learn must be auto, on or off, got {learn!r}")
         self.learn = learn  # learn anchors for out-of-domain prompts: auto = where layer skip can pay
@@ -112,6 +116,7 @@ class Engine:
                 raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
         if n_threads is not None and n_threads <= 0:
             raise InvalidArgumentError(f"threads must be positive, got {n_threads}")
+        self.template = ChatTemplate.parse(chat_template) if chat_template else None  # bad ones fail first
         self.model_path: Path = registry.resolve(model)
         self.n_gpu_layers = n_gpu_layers
         self.model = Model(self.model_path, n_gpu_layers=n_gpu_layers)
@@ -142,6 +147,8 @@ class Engine:
         check_prompt(prompt)
         if isinstance(prompt, str):
             return prompt
+        if self.template is not None:
+            return self.template.render(self.model, list(prompt))
         text = self.model.apply_chat_template(list(prompt))
         if text is None:
             self.warn_once("template", f"{self.model_path.name} has no usable chat template; "

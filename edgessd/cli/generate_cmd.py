@@ -8,7 +8,16 @@ import threading
 import click
 
 from ..server.stops import StopScanner
-from .options import engine_options, learn_mode, learn_option, model_argument, n_predict_value, sampling_options
+from .options import (
+    engine_options,
+    learn_mode,
+    learn_option,
+    model_argument,
+    n_predict_value,
+    read_text,
+    sampling_options,
+    template_options,
+)
 
 
 @click.command("generate")
@@ -26,9 +35,11 @@ from .options import engine_options, learn_mode, learn_option, model_argument, n
               help="Reply following the grammar in FILE (llguidance Lark, or llama.cpp GBNF).")
 @sampling_options
 @engine_options
+@template_options
 @learn_option
 def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature,
-             sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, learn, no_learn) -> None:
+             sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, chat_template, learn,
+             no_learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
     \b
@@ -51,11 +62,11 @@ def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, gram
     if seed is not None and seed < 0:
         seed = None  # llama.cpp's convention, as in `edgessd serve`: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                 learn=learn_mode(learn, no_learn))
+                 learn=learn_mode(learn, no_learn), chat_template=chat_template)
     n_predict = n_predict_value(n_predict, eng.ctx.n_ctx)  # the context llama.cpp made (it pads n_ctx)
     request = [{"role": "user", "content": prompt}] if chat else prompt
-    kwargs = dict(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode, skip=skip, draft_max=draft_max, json_schema=read_text(json_schema),
-                  grammar=read_text(grammar))
+    kwargs = dict(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode, skip=skip,
+                  draft_max=draft_max, json_schema=read_text(json_schema), grammar=read_text(grammar))
     scanner, cancel = StopScanner(stops), threading.Event()
     result, text = None, []
     for item in eng.stream(request, cancel=cancel, **kwargs):
@@ -83,17 +94,3 @@ def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, gram
     click.secho(f"[{s.n_generated} tokens | prompt {s.prompt_tok_s:.1f} t/s | gen {s.gen_tok_s:.1f} t/s | "
                 f"{result.mode} | accept {100 * s.acceptance_rate:.0f}% | mean_accepted {s.mean_accepted:.2f}]",
                 dim=True, err=True)
-
-
-def read_text(path: str | None) -> str | None:
-    """The UTF-8 text of ``path``, or None."""
-    if path is None:
-        return None
-    from pathlib import Path
-
-    from ..errors import InvalidArgumentError
-
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidArgumentError(f"cannot read {path}: {e}") from None

@@ -18,7 +18,8 @@ def _size(n: int) -> str:
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array: name, arch, quant, cached, size_bytes, path.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON array: name, arch, quant, cached, size_bytes, path.")
 def list_(as_json: bool) -> None:
     """List the registry's models: whether each is cached, its size on disk and its path."""
     default = registry.default_model_name()

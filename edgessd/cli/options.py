@@ -30,6 +30,51 @@ def n_predict_value(n_predict: int, n_ctx: int) -> int:
     return n_ctx if n_predict < 0 else n_predict
 
 
+def read_text(path: str | None) -> str | None:
+    """The UTF-8 text of ``path``, or None."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from ..errors import InvalidArgumentError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgumentError(f"cannot read {path}: {e}") from None
+
+
+def template_options(command):
+    """llama.cpp's --chat-template NAME|JINJA and --chat-template-file FILE, passed on as one
+    ``chat_template`` (text or name; None: the GGUF's own)."""
+    @functools.wraps(command)
+    def chosen(*args, chat_template=None, chat_template_file=None, **kwargs):
+        if chat_template is not None and chat_template_file is not None:
+            from ..errors import InvalidArgumentError
+
+            raise InvalidArgumentError("give --chat-template or --chat-template-file, not both")
+        if chat_template_file is not None:
+            chat_template = read_text(chat_template_file)
+            if not chat_template.strip():
+                from ..errors import InvalidArgumentError
+
+                raise InvalidArgumentError(f"{chat_template_file} is empty: it holds no chat template")
+        return command(*args, chat_template=chat_template, **kwargs)
+
+    f = click.option("--chat-template-file", "chat_template_file", type=click.Path(exists=True, dir_okay=False),
+                     default=None, metavar="FILE", help="Render chats with the Jinja chat template in FILE.")(chosen)
+    return click.option("--chat-template", "chat_template", default=None, metavar="NAME|JINJA",
+                        callback=lambda _c, _p, v: _nonempty(v, "--chat-template"),
+                        help="Render chats with this template instead of the model's: a llama.cpp built-in "
+                             "name (chatml, llama3, gemma, phi3...) or Jinja source.")(f)
+
+
+def _nonempty(value: str | None, flag: str) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"{flag} is empty")
+    return value
+
+
 def engine_options(f):
     """-t/--threads, -c/--ctx-size, -ngl/--n-gpu-layers."""
     f = click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=0), default=0,

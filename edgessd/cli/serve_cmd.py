@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from .options import engine_options, learn_mode, learn_option, model_argument, n_predict_value, sampling_options
+from .options import (
+    engine_options,
+    learn_mode,
+    learn_option,
+    model_argument,
+    n_predict_value,
+    sampling_options,
+    template_options,
+)
 
 
 def model_id(model: str | None, path: Path) -> str:
@@ -49,9 +57,10 @@ def nonempty(alias: str | None) -> str | None:
                    "(default: the registry name or the file's name).")
 @sampling_options
 @engine_options
+@template_options
 @learn_option
 def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, api_key, cors_origins, alias,
-          n_predict, temperature, sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers,
+          n_predict, temperature, sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, chat_template,
           learn, no_learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
@@ -76,7 +85,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
     from ..skipset import parse_skip_spec
 
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                 learn=learn_mode(learn, no_learn))  # a bad model fails here
+                 learn=learn_mode(learn, no_learn), chat_template=chat_template)  # a bad model fails here
     if skip is not None:
         parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
     config = ServerConfig(model_id=alias or model_id(model, eng.model_path),

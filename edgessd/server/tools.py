@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..engine import Engine
-from ..errors import GrammarError
+from ..errors import GrammarError, InvalidArgumentError
 from .schema import invalid
 
 CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
@@ -150,27 +150,22 @@ def _as_text(messages: list[dict]) -> list[dict]:
 
 
 def render(engine: Engine, messages: list[dict], req: ToolRequest) -> str:
-    """The prompt: the GGUF's Jinja template rendered with the tools (or a system message listing them)."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """The prompt: the chat's Jinja template rendered with the tools (or a system message listing them).
 
-    template = engine.model.chat_template
+    The template is the one given to the engine (``chat_template``) if that is Jinja, else the GGUF's.
+    """
+    from ..templates import render_jinja
+
+    chosen = engine.template
+    template = chosen.jinja if chosen is not None else engine.model.chat_template
     if not template or "tools" not in template:
         listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in req.tools)
         return engine.render([{"role": "system", "content": FALLBACK_SYSTEM.format(tools=listing)},
                               *_as_text(messages)])
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
-
-    def fail(message: str) -> None:
-        raise TemplateError(message)
-
-    env.globals["raise_exception"] = fail
     try:
-        return env.from_string(template).render(messages=messages, tools=req.tools, add_generation_prompt=True,
-                                                bos_token="", eos_token="")
-    except TemplateError as e:
-        raise invalid("messages", f"the model's chat template cannot render these messages with tools: {e}") from None
+        return render_jinja(template, messages, tools=req.tools)
+    except InvalidArgumentError as e:
+        raise invalid("messages", f"{e} (with tools)") from None
 
 
 def parse_calls(text: str, names: set[str]) -> tuple[str | None, list[dict]]:
@@ -179,7 +174,7 @@ def parse_calls(text: str, names: set[str]) -> tuple[str | None, list[dict]]:
     nothing but one call's JSON object (small models often leave out the tags)."""
     found = [(m.group(1), True) for m in CALL_RE.finditer(text)] or [(text.strip(), False)]
     calls = []
-    for raw, tagged in found:
+    for raw, _tagged in found:
         try:
             call = json.loads(raw)
         except ValueError:
