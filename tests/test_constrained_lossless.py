@@ -60,7 +60,7 @@ def check_valid(name: str, text: str) -> None:
 def run_all_modes(eng: Engine, name: str, n: int) -> dict:
     out = {mode: eng.generate(prompt(name), n_predict=n, mode=mode, json_schema=SCHEMAS[name], logprobs=1)
            for mode in MODES}
-    for mode, r in out.items():
+    for r in out.values():
         if r.stop_reason == "eos":
             check_valid(name, r.text)
     return out

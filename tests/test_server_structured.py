@@ -86,7 +86,8 @@ def test_completion_logprobs_as_a_number(client):
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
         "type": "string", "format": "not-a-format"}}}}, "response_format"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"schema": SCHEMA}}}, "response_format.json_schema.name"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": SCHEMA}}},
+     "response_format.json_schema.name"),
     ({"top_logprobs": 3}, "top_logprobs"),
     ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
 ])
@@ -126,7 +127,8 @@ def test_a_required_tool_call_follows_the_tools_schema(client, choice):
 def test_a_streamed_tool_call(client):
     chunks = list(client.chat.completions.create(model="m", messages=WEATHER, tools=TOOLS, tool_choice="required",
                                                  max_tokens=60, stream=True))
-    calls = [t for ch in chunks if ch.choices and ch.choices[0].delta.tool_calls for t in ch.choices[0].delta.tool_calls]
+    calls = [t for ch in chunks if ch.choices and ch.choices[0].delta.tool_calls
+             for t in ch.choices[0].delta.tool_calls]
     assert len(calls) == 1 and calls[0].index == 0 and calls[0].id
     json.loads(calls[0].function.arguments)
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"

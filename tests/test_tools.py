@@ -63,7 +63,8 @@ def test_qwen_template_renders_tools_and_a_required_call_follows_the_schema(qwen
 def test_history_keeps_calls_as_objects_and_tool_ids():
     raw = [{"role": "user", "content": "Weather in Oslo?"},
            {"role": "assistant", "content": None, "tool_calls": [
-               {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+               {"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
            {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"}]
     parsed = [{"role": m["role"], "content": m["content"] or ""} for m in raw]
     out = with_history(raw, parsed)
