@@ -30,6 +30,8 @@ import numpy as np
 
 from . import registry
 from ._capi import Context, Model
+from .arguments import MODES as MODES  # re-exported: the CLI, chat and server read it here
+from .arguments import check_engine_args, check_prompt, check_stream_args, default_threads
 from .decode import decode_loop
 from .drafters import Drafter, LayerSkipDrafter, LookupDrafter, NoDrafter
 from .drafters.auto import AutoDrafter
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
     from .grammar import Constraint
     from .profiler import Profile
 
-MODES = ("auto", "plain", "lookup", "layerskip")
 Prompt = str | Sequence[dict]
 
 
@@ -107,15 +108,8 @@ class Engine:
     def __init__(self, model: str | os.PathLike | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
                  n_batch: int = 512, n_gpu_layers: int = 0, learn: str = "auto",
                  chat_template: str | None = None) -> None:
-        if learn not in ("auto", "on", "off"):
-            raise InvalidArgumentError(f"learn must be auto, on or off, got {learn!r}")
+        check_engine_args(n_ctx=n_ctx, n_batch=n_batch, n_gpu_layers=n_gpu_layers, n_threads=n_threads, learn=learn)
         self.learn = learn  # learn anchors for out-of-domain prompts: auto = where layer skip can pay
-        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_gpu_layers", n_gpu_layers),
-                            ("n_threads", 1 if n_threads is None else n_threads)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
-        if n_threads is not None and n_threads <= 0:
-            raise InvalidArgumentError(f"threads must be positive, got {n_threads}")
         self.template = ChatTemplate.parse(chat_template) if chat_template else None  # bad ones fail first
         self.model_path: Path = registry.resolve(model)
         self.n_gpu_layers = n_gpu_layers
@@ -197,21 +191,12 @@ class Engine:
         logprobs: None, or the number (0-20) of alternatives to report with each token's
         log-probability (on each streamed piece's ``.logprobs`` and the result's).
         """
-        if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < -1:
-            raise InvalidArgumentError(f"n_predict must be an integer >= 0 (or -1: no limit), got {n_predict!r}")
+        check_stream_args(n_predict=n_predict, draft_max=draft_max, cancel=cancel, skip=skip, logprobs=logprobs,
+                          mode=mode)
         if n_predict == -1:
             n_predict = self.ctx.n_ctx  # llama.cpp's -1: the context ends generation first
-        if draft_max is not None and (not isinstance(draft_max, int) or isinstance(draft_max, bool) or draft_max < 1):
-            raise InvalidArgumentError(f"draft_max must be an integer >= 1, got {draft_max!r}")
-        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
-            raise InvalidArgumentError(f"cancel must be a threading.Event, got {cancel!r}")
-        if skip is not None and not isinstance(skip, (SkipSet, str)):
-            raise InvalidArgumentError(f"skip must be a SkipSet or a spec such as 'attn:3,5;mlp:4-9', got {skip!r}")
         sampler = SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
                                 repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
-        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
-                                     or not 0 <= logprobs <= 20):
-            raise InvalidArgumentError(f"logprobs must be an integer from 0 to 20, got {logprobs!r}")
         constraint = self.constraint(json_schema=json_schema, grammar=grammar)
         tokens = self.tokenize(prompt)
         if not tokens:
@@ -219,8 +204,6 @@ class Engine:
         if len(tokens) >= self.ctx.n_ctx:
             raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds "
                                        f"{self.ctx.n_ctx}; use a larger --ctx-size or a shorter prompt")
-        if mode not in MODES:
-            raise InvalidArgumentError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
         if isinstance(skip, str):
             skip = parse_skip_spec(skip)
         if skip is not None:
@@ -506,37 +489,3 @@ def _what_ran(drafter: Drafter, mode: str, layer_set: SkipSet | None) -> tuple[s
         return mode, layer_set
     used = drafter.layerskip.skip if drafter.layerskip is not None and drafter.cycles["layerskip"] else None
     return f"auto→{drafter.summary()}", used
-
-
-def check_prompt(prompt: object) -> None:
-    """InvalidArgumentError unless ``prompt`` is text or a list of {"role": str, "content": str}."""
-    if isinstance(prompt, str):
-        text = [prompt]
-    elif isinstance(prompt, (list, tuple)) and prompt:
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                   for m in prompt):
-            raise InvalidArgumentError('chat messages must be {"role": str, "content": str} objects')
-        text = [m["content"] for m in prompt] + [m["role"] for m in prompt]
-    else:
-        raise InvalidArgumentError(f"the prompt must be text or a non-empty list of chat messages, got {prompt!r:.60}")
-    for t in text:
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidArgumentError("the prompt is not valid Unicode (a lone surrogate)") from None
-
-
-def default_threads() -> int:
-    """``$EDGESSD_THREADS``, else the number of physical cores (llama.cpp's own default)."""
-    env = os.environ.get("EDGESSD_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise InvalidArgumentError(f"EDGESSD_THREADS={env!r} is not an integer") from None
-        if n <= 0:
-            raise InvalidArgumentError(f"EDGESSD_THREADS must be positive, got {n}")
-        return n
-    import psutil
-
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
