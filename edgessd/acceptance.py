@@ -9,7 +9,7 @@ Variants:
   turn, one masked pass over a continuation on the full model's prompt cache.
 - :func:`matchness`: one masked pass over the whole sequence. Cheapest, but every prefix
   state is the draft's own, so errors compound far beyond what drafting sees; it ranks
-  sets poorly (bench/planner.py, section 4).
+  sets poorly (bench/planner_accuracy.py, section 4).
 - :func:`block_matchness`: the prefix comes from the full model, as in real drafting; each
   block of ``block`` tokens is decoded under the mask, scored, then decoded again by the
   full model to restore the cache. About twice the cost, and faithful to drafting of

@@ -219,7 +219,7 @@ def test_tegrastats_lines_parse_and_absence_is_reported(monkeypatch, tmp_path):
     meter.stop()
 
 
-# Real output of the tools built by bench/peers.py (this vendored llama.cpp, CPU, 2 threads, smollm2-135m,
+# Real output of the tools built by `edgessd setup --peer-tools` (this vendored llama.cpp, CPU, 2 threads, smollm2-135m,
 # prompt "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant", -n 16 --temp 0);
 # stderr trimmed to the lines around the figures, as printed (log timestamps included).
 COMPLETION_STDOUT = "\n1. Red\n2. Blue\n3. Green [end of text]\n\n\n"

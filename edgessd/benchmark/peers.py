@@ -11,7 +11,7 @@
   (llama-cpp-python's advice).
 
 The llama.cpp tools are built from the same vendored source with edgessd's patches
-(``bench/peers.py build``), into ``<cache>/llama-tools/<build key>/build/bin``; the key is the
+(``edgessd setup --peer-tools``, :mod:`.peer_tools`), into ``<cache>/llama-tools/<build key>/build/bin``; the key is the
 installed libllama's (patches/build.py), so tools and library come from one source tree.
 A peer that cannot run says why (``n/a: reason``); nothing is estimated in its place.
 Figures are the tools' own: llama-completion's ``eval time`` line (tokens after the
@@ -131,7 +131,7 @@ def why_unavailable(name: str, setup: PeerSetup) -> str | None:
     if setup.tools_dir is None:
         return "no llama.cpp tools directory (the patched build's key is unknown)"
     if not (setup.tools_dir / tool).is_file():
-        return f"{tool} not built in {setup.tools_dir} (`python bench/peers.py build`)"
+        return f"{tool} not built in {setup.tools_dir} (`edgessd setup --peer-tools` builds it)"
     if name == "llama.cpp-draft" and setup.draft_path is None:
         return (f"no draft model for {setup.model_name or setup.model_path.name} "
                 f"(drafting pairs: {', '.join(f'{d} for {t}' for t, d in DRAFT_FOR.items())})")

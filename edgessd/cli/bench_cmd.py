@@ -59,7 +59,7 @@ def _preset(preset: str, n_threads: int | None, n_gpu_layers: int | None) -> tup
 @click.option("--preset", type=click.Choice(["laptop", "jetson"]), default="laptop", show_default=True,
               help="laptop: CPU threads (Metal on Apple silicon); jetson: -ngl 99 (CUDA), power from tegrastats.")
 @click.option("--tools-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="llama.cpp tools for the peers [default: the cached build of `python bench/peers.py build`].")
+              help="llama.cpp tools for the peers [default: the cached build of `edgessd setup --peer-tools`].")
 @click.option("--draft-model", default=None, help="Draft model for llama.cpp-draft [default: by registry pair].")
 @click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), envvar="EDGESSD_THREADS", default=None,
               help="CPU threads [default: physical cores; env EDGESSD_THREADS].")

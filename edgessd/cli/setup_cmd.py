@@ -18,7 +18,10 @@ BUILD_TOOLS = ("scikit-build-core==1.1.2", "ninja")
 @click.command()
 @click.option("--force", is_flag=True, help="Reinstall even if this build is already installed.")
 @click.option("--print-key", is_flag=True, help="Print the build's cache key and exit.")
-def setup(force: bool, print_key: bool) -> None:
+@click.option("--peer-tools", is_flag=True,
+              help="Also build llama.cpp's own llama-completion and llama-speculative-simple from the same "
+                   "patched source, which `edgessd bench` runs as peers (about 8 minutes, then cached).")
+def setup(force: bool, print_key: bool, peer_tools: bool) -> None:
     """Build llama-cpp-python with edgessd's patches and install it into this Python.
 
     The wheel is cached under the user cache directory, keyed by everything that changes it,
@@ -38,6 +41,10 @@ def setup(force: bool, print_key: bool) -> None:
     rc = subprocess.run([sys.executable, str(build), *args]).returncode
     if rc != 0:
         raise EdgessdError(f"building the patched llama.cpp failed (exit {rc}); its log is named above")
+    if peer_tools and not print_key:
+        from ..benchmark.peer_tools import build_tools
+
+        click.echo(f"edgessd: llama.cpp tools for the bench's peers: {build_tools(force=force)}")
 
 
 def _cached(key: str) -> bool:

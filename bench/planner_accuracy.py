@@ -1,6 +1,6 @@
 """Does --mode auto decide well on this device, and can its predictions be trusted?
 
-    python bench/planner.py [MODEL] [-n 64] [--repeat 3] [--threads 2] [--json OUT]
+    python bench/planner_accuracy.py [MODEL] [-n 64] [--repeat 3] [--threads 2] [--json OUT]
 
 Greedy, same build, same threads, one process. Needs the model's device profile
 (`edgessd profile MODEL`; measured here if missing). It prints:

@@ -1,6 +1,6 @@
 """KNN domain routing: accuracy, lookup cost, and what the routed sets accept (issue #5).
 
-    python bench/domains.py [MODEL] [--index DIR] [-n 32] [--tier K] [--json OUT] [--md OUT]
+    python bench/domain_routing.py [MODEL] [--index DIR] [-n 32] [--tier K] [--json OUT] [--md OUT]
 
 1. Routing on the evaluation split: accuracy per domain, the feature's cost against
    prefill, and the index lookup time per prompt.
@@ -83,8 +83,8 @@ def main() -> None:
         lines.append(s)
 
     report: dict = {"model": ns.model, "index": str(where), "n": ns.n, "threads": ns.threads}
-    out(f"# bench/domains.py: {ns.model}, index {where}")
-    out(f"Command: `python bench/domains.py {' '.join(sys.argv[1:])}`")
+    out(f"# bench/domain_routing.py: {ns.model}, index {where}")
+    out(f"Command: `python bench/domain_routing.py {' '.join(sys.argv[1:])}`")
 
     # 1. routing ------------------------------------------------------------------------------------
     ev = load_prompts(bundled("domains-eval"))
