@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from ..server.stops import StopScanner
+from ..server.stops import StopCut
 from .options import (
     engine_options,
     learn_mode,
@@ -67,29 +67,24 @@ def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, gram
     request = [{"role": "user", "content": prompt}] if chat else prompt
     kwargs = dict(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode, skip=skip,
                   draft_max=draft_max, json_schema=read_text(json_schema), grammar=read_text(grammar))
-    scanner, cancel = StopScanner(stops), threading.Event()
-    result, text = None, []
-    for item in eng.stream(request, cancel=cancel, **kwargs):
-        if isinstance(item, str):
-            piece = scanner.feed(item)
-            if scanner.stopped:
-                cancel.set()  # the engine ends the reply at its next cycle
-            if as_json:
-                text.append(piece)
-            else:
-                click.echo(piece, nl=False)
+    cancel = threading.Event()
+    cut = StopCut(stops, cancel)
+    text = []
+    for piece, _ in cut.pieces(eng.stream(request, cancel=cancel, **kwargs)):
+        if as_json:
+            text.append(piece)
         else:
-            result = item
-    rest = scanner.flush()
+            click.echo(piece, nl=False)
+    result = cut.result
     if as_json:
         out = result.to_json()
         if stops:
-            out["text"] = "".join(text) + rest
-            if scanner.stopped:
+            out["text"] = "".join(text)
+            if cut.stopped:
                 out["stop_reason"] = "stop"
         click.echo(json.dumps(out))
         return
-    click.echo(rest)
+    click.echo()
     s = result.stats
     click.secho(f"[{s.n_generated} tokens | prompt {s.prompt_tok_s:.1f} t/s | gen {s.gen_tok_s:.1f} t/s | "
                 f"{result.mode} | accept {100 * s.acceptance_rate:.0f}% | mean_accepted {s.mean_accepted:.2f}]",

@@ -1,7 +1,12 @@
 """Stop strings for streamed text: emit what is safe, hold back what may start a stop string."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..engine import GenerationResult
 
 
 class StopScanner:
@@ -36,6 +41,45 @@ class StopScanner:
         """The held text, once generation has ended without a stop string."""
         held, self._held = self._held, ""
         return "" if self.stopped else held
+
+
+class StopCut:
+    """:meth:`Engine.stream`'s items cut at the first stop string: what ``generate -r`` and the
+    server's worker both run.
+
+    :meth:`pieces` yields ``(text, logprobs)``: text that is safe to emit, and the log-probs of
+    the tokens it completes (those of held-back text come with a later piece). At a stop it
+    sets ``cancel``, so the engine ends the reply after its current cycle, and drops what it
+    still yields. Afterwards :attr:`result` is the engine's result and :attr:`stopped` says
+    whether a stop string ended the reply.
+    """
+
+    def __init__(self, stops: Sequence[str], cancel: threading.Event) -> None:
+        self._scanner = StopScanner(stops)
+        self._cancel = cancel
+        self.result: GenerationResult | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._scanner.stopped
+
+    def pieces(self, items: Iterable) -> Iterator[tuple[str, list]]:
+        held: list = []
+        for item in items:
+            if not isinstance(item, str):
+                self.result = item
+                continue
+            held.extend(getattr(item, "logprobs", None) or [])
+            text = self._scanner.feed(item)
+            if text:
+                yield text, held
+                held = []
+            if self._scanner.stopped:
+                self._cancel.set()
+        tail = self._scanner.flush()
+        if tail or (held and not self._scanner.stopped):
+            yield tail, held
+        assert self.result is not None, "Engine.stream always ends with a result"
 
 
 def _longest_partial(text: str, stops: Sequence[str]) -> int:

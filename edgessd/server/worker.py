@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine import Engine, GenerationResult, Piece, Prompt
+from ..engine import Engine, Piece, Prompt
 from ..errors import EdgessdError
 from .schema import ApiError
 from .shapes import Outcome, finish_reason
-from .stops import StopScanner
+from .stops import StopCut
 
 
 @dataclass
@@ -189,38 +189,23 @@ class Worker:
                 timer.cancel()
 
     def _generate(self, job: Job) -> Outcome:
-        scanner = StopScanner(job.stops)
+        cut = StopCut(job.stops, job.cancel)
         pieces: list[str] = []
-        result: GenerationResult | None = None
-        held: list = []  # logprobs of tokens whose text the scanner holds back
         sent: list | None = [] if job.params.get("logprobs") is not None else None
-        for item in self.engine.stream(job.prompt, cancel=job.cancel, **job.params):
-            if isinstance(item, GenerationResult):
-                result = item
-                continue
-            held.extend(getattr(item, "logprobs", None) or [])
-            text = scanner.feed(item)
-            if text:
-                pieces.append(text)
-                job.emit("text", _with_logprobs(text, held, sent))
-            if scanner.stopped:
-                job.cancel.set()  # the engine stops after this cycle; what it still yields is dropped
-        tail = scanner.flush()
-        if tail or (held and not scanner.stopped):
-            pieces.append(tail)
-            job.emit("text", _with_logprobs(tail, held, sent))
-        assert result is not None, "Engine.stream always ends with a result"
-        timed_out = job.timed_out and result.stop_reason == "cancelled" and not scanner.stopped
-        reason = finish_reason(result.stop_reason, stopped=scanner.stopped)
+        for text, logprobs in cut.pieces(self.engine.stream(job.prompt, cancel=job.cancel, **job.params)):
+            pieces.append(text)
+            job.emit("text", _with_logprobs(text, logprobs, sent))
+        result = cut.result
+        timed_out = job.timed_out and result.stop_reason == "cancelled" and not cut.stopped
+        reason = finish_reason(result.stop_reason, stopped=cut.stopped)
         return Outcome(text="".join(pieces), finish_reason=reason, result=result, timed_out=timed_out, logprobs=sent)
 
 
-def _with_logprobs(text: str, held: list, sent: list | None) -> str:
-    """``text`` carrying the held logprobs (which it takes) when the request asked for them."""
+def _with_logprobs(text: str, logprobs: list, sent: list | None) -> str:
+    """``text`` carrying its tokens' logprobs when the request asked for them (``sent`` collects them)."""
     if sent is None:
         return text
     piece = Piece(text)
-    piece.logprobs = list(held)
-    sent.extend(held)
-    held.clear()
+    piece.logprobs = logprobs
+    sent.extend(logprobs)
     return piece
