@@ -19,6 +19,8 @@ from .options import model_argument
               help="CPU threads [default: physical cores; env EDGESSD_THREADS].")
 @click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Layers to offload to the GPU, to score sets faster; the profile read is the one for this offload.")
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=128), default=2048, show_default=True,
+              help="Context size in tokens: it must hold the longest calibration prompt and -n tokens.")
 @click.option("-n", "--n-tokens", type=click.IntRange(4, 512), default=24, show_default=True,
               help="Tokens generated per prompt when scoring a set.")
 @click.option("--search-prompts", type=click.IntRange(1, 1000), default=4, show_default=True,
@@ -31,8 +33,8 @@ from .options import model_argument
               help="Shares of the 2L sublayers to skip, one search each.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the random skip-set candidates of the search.")
-def calibrate(model, prompts_file, domains, out_dir, n_threads, n_gpu_layers, n_tokens, search_prompts, select_prompts,
-              candidates, sizes, seed) -> None:
+def calibrate(model, prompts_file, domains, out_dir, n_threads, n_gpu_layers, n_ctx, n_tokens, search_prompts,
+              select_prompts, candidates, sizes, seed) -> None:
     """Find each domain's best skip sets for MODEL, by real acceptance, and build its KNN index.
 
     Skip sets depend on the model, not the device, so this runs once per model; the
@@ -62,7 +64,7 @@ def calibrate(model, prompts_file, domains, out_dir, n_threads, n_gpu_layers, n_
                             candidates=candidates, seed=seed)
     path = registry.resolve(model)
     sha = registry.model_sha256(path)
-    with Engine(path, n_ctx=2048, n_threads=n_threads, n_gpu_layers=n_gpu_layers) as eng:
+    with Engine(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers) as eng:
         if not eng.model.skip_supported:
             raise InvalidArgumentError(f"{path.name}: architecture {eng.model.arch!r} has no layer skip; "
                                        "nothing to calibrate (edgessd decodes it plainly or with lookup)")
