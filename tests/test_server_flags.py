@@ -138,3 +138,36 @@ def test_an_open_host_with_the_key_from_the_environment_does_not_warn():
     finally:
         err = stop(proc)
     assert "warning" not in err, err
+
+
+@pytest.fixture(scope="module")
+def many_keys_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("keys")
+    (tmp / "keys.txt").write_text("\n  file-key-1  \n\nfile-key-2\n", encoding="utf-8")
+    s = Server(tmp, "--api-key", "cli-a, cli-b", "--api-key-file", str(tmp / "keys.txt"))
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("key", ["cli-a", "cli-b", "file-key-1", "file-key-2"])
+@pytest.mark.parametrize("header", ["bearer", "x-api-key"])
+def test_every_key_from_the_flag_and_the_file_opens_v1_by_either_header(many_keys_server, key, header):
+    headers = auth(key) if header == "bearer" else {"X-Api-Key": key}
+    r = httpx.get(many_keys_server.url + "/v1/models", headers=headers, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("headers", [{"X-Api-Key": "cli-c"}, {"X-Api-Key": ""}, auth("cli-a,cli-b"),
+                                     {"X-Api-Key": "file-key-1x"}], ids=["other", "empty", "joined", "longer"])
+def test_keys_not_given_are_401(many_keys_server, headers):
+    assert_401(httpx.get(many_keys_server.url + "/v1/models", headers=headers, timeout=10))
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"], ids=["empty", "blank"])
+def test_a_key_file_without_keys_is_one_error_line(tmp_path, content):
+    f = tmp_path / "keys.txt"
+    f.write_text(content, encoding="utf-8")
+    r = subprocess.run([*EDGESSD, "serve", MODEL, "--port", "0", "--api-key-file", str(f)], capture_output=True,
+                       text=True, timeout=60, cwd=REPO)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "holds no key" in lines[0], r.stderr

@@ -46,9 +46,11 @@ def nonempty(alias: str | None) -> str | None:
 @click.option("--client-timeout", "client_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Seconds a client may take to send a request's headers (else the "
                                       "connection is closed) and its body (else a 408).")
-@click.option("--api-key", envvar="EDGESSD_API_KEY", show_envvar=True, metavar="KEY",
-              help="Require 'Authorization: Bearer KEY' on every /v1/* request (else a 401); "
-                   "/health and CORS preflights stay open.")
+@click.option("--api-key", envvar="EDGESSD_API_KEY", show_envvar=True, metavar="KEY[,KEY...]",
+              help="Require one of these keys on every /v1/* request, as 'Authorization: Bearer KEY' or "
+                   "'X-Api-Key: KEY' (else a 401); /health and CORS preflights stay open.")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False), default=None, metavar="FILE",
+              help="Read API keys from FILE, one per line (with --api-key, either kind is accepted).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Let browser pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable. "
                    "Without it no CORS headers are sent.")
@@ -59,9 +61,9 @@ def nonempty(alias: str | None) -> str | None:
 @engine_options
 @template_options
 @learn_option
-def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, api_key, cors_origins, alias,
-          n_predict, temperature, sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, chat_template,
-          learn, no_learn) -> None:
+def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, api_key, api_key_file, cors_origins,
+          alias, n_predict, temperature, sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers,
+          chat_template, learn, no_learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
@@ -78,12 +80,13 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
       curl http://127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
     """
     from ..engine import Engine
-    from ..server.access import is_loopback
+    from ..server.access import is_loopback, read_keys
     from ..server.app import ServerConfig, create_app
     from ..server.run import listen, run
     from ..server.schema import Defaults
     from ..skipset import parse_skip_spec
 
+    keys = read_keys(api_key, api_key_file)  # a bad key file fails before the model loads
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                  learn=learn_mode(learn, no_learn), chat_template=chat_template)  # a bad model fails here
     if skip is not None:
@@ -95,9 +98,9 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
                           queue_size=queue_size, max_body=max_body, timeout_s=timeout_s or None,
                           client_timeout_s=client_timeout_s,
                           engine_kwargs=dict(skip=skip, draft_max=draft_max),
-                          api_key=api_key or None, cors_origins=tuple(cors_origins))
+                          api_keys=keys, cors_origins=tuple(cors_origins))
     sock = listen(host, port)
-    if not config.api_key and not is_loopback(sock.getsockname()[0]):
+    if not config.api_keys and not is_loopback(sock.getsockname()[0]):
         click.echo(f"edgessd: warning: listening on {host} without --api-key: anyone who can reach this "
                    f"machine can use the server", err=True)
     shown = f"[{host}]" if ":" in host else host

@@ -1,4 +1,4 @@
-"""Who may call the API: an API key on /v1/* (as llama-server's --api-key), and CORS origins."""
+"""Who may call the API: API keys on /v1/* (as llama-server's --api-key and --api-key-file), and CORS origins."""
 from __future__ import annotations
 
 import hmac
@@ -15,12 +15,13 @@ PROTECTED = "/v1/"  # /health stays open, as llama-server's does
 
 
 class ApiKeyMiddleware:
-    """Answers 401 (OpenAI's error shape) to a request for /v1/* that lacks
-    ``Authorization: Bearer <key>``. OPTIONS passes: a browser's preflight carries no key."""
+    """Answers 401 (OpenAI's error shape) to a request for /v1/* that carries none of the keys,
+    as ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>`` (both as llama-server). OPTIONS
+    passes: a browser's preflight carries no key."""
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
         self.app = app
-        self.key = key.encode()
+        self.keys = [k.encode() for k in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] == "OPTIONS" or not scope["path"].startswith(PROTECTED)
@@ -36,21 +37,46 @@ class ApiKeyMiddleware:
 
     def authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
+            given = None
             if name == b"authorization":
-                scheme, _, given = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.key)
+                scheme, _, rest = value.partition(b" ")
+                given = rest.strip() if scheme.lower() == b"bearer" else None
+            elif name == b"x-api-key":
+                given = value.strip()
+            # compare with every key, so the time taken does not say which one nearly matched
+            if given is not None and sum(hmac.compare_digest(given, k) for k in self.keys):
+                return True
         return False
 
 
-def middleware(api_key: str | None, cors_origins: tuple[str, ...]) -> list[Middleware]:
+def read_keys(keys: str | None, key_file: str | None) -> tuple[str, ...]:
+    """The keys of --api-key (comma-separated, as llama-server) and --api-key-file (one per line)."""
+    from pathlib import Path
+
+    from ..errors import InvalidArgumentError
+
+    found = [k.strip() for k in (keys or "").split(",") if k.strip()]
+    if key_file is not None:
+        try:
+            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidArgumentError(f"cannot read the API key file {key_file}: {e}") from None
+        from_file = [line.strip() for line in lines if line.strip()]
+        if not from_file:
+            raise InvalidArgumentError(f"the API key file {key_file} holds no key")
+        found += from_file
+    return tuple(dict.fromkeys(found))
+
+
+def middleware(api_keys: tuple[str, ...], cors_origins: tuple[str, ...]) -> list[Middleware]:
     """The app's middleware, outermost first: CORS (so a 401 carries its headers too), then the key."""
     stack = []
     if cors_origins:
         stack.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins),
                                 allow_methods=["GET", "POST", "OPTIONS"],
-                                allow_headers=["Authorization", "Content-Type"]))
-    if api_key:
-        stack.append(Middleware(ApiKeyMiddleware, key=api_key))
+                                allow_headers=["Authorization", "Content-Type", "X-Api-Key"]))
+    if api_keys:
+        stack.append(Middleware(ApiKeyMiddleware, keys=api_keys))
     return stack
 
 

@@ -48,7 +48,7 @@ class ServerConfig:
     timeout_s: float | None = 300.0     # the longest one generation runs; None: no limit
     client_timeout_s: float | None = 30.0  # the longest a client may take to send its body (then 408)
     engine_kwargs: dict = field(default_factory=dict)  # skip, draft_max: the same for every request
-    api_key: str | None = None          # required on /v1/* as "Authorization: Bearer <key>"; None: open
+    api_keys: tuple[str, ...] = ()      # one of them required on /v1/* (Bearer or X-Api-Key); (): open
     cors_origins: tuple[str, ...] = ()  # origins a browser may call from; (): no CORS headers at all
 
 
@@ -72,7 +72,7 @@ def create_app(engine: Engine, config: ServerConfig) -> Starlette:
     handlers = {ApiError: api_error, HTTPException: http_error, ClientDisconnect: client_gone,
                 Exception: internal_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
-                    middleware=middleware(config.api_key, config.cors_origins))
+                    middleware=middleware(config.api_keys, config.cors_origins))
     app.state.worker = worker
     return app
 
