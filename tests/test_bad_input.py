@@ -336,7 +336,7 @@ def test_a_one_token_prompt_works_in_auto_mode_with_a_domain_index(eng):
 
 # -- invalid values: the Python API ----------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs", [
-    dict(n_predict=-1), dict(n_predict=2.5), dict(temperature=-0.5), dict(temperature=float("nan")),
+    dict(n_predict=-2), dict(n_predict=2.5), dict(temperature=-0.5), dict(temperature=float("nan")),
     dict(top_p=1.5), dict(top_p=0.0), dict(top_k=-1), dict(mode="fast"), dict(mode=None),
     dict(skip="attn:x", mode="layerskip"), dict(skip="attn:" + "7" * 5000, mode="layerskip"),
     dict(skip="attn:40", mode="layerskip"), dict(draft_max=0),
@@ -344,6 +344,14 @@ def test_a_one_token_prompt_works_in_auto_mode_with_a_domain_index(eng):
 def test_invalid_api_values_are_invalid_argument_errors(eng, kwargs):
     with pytest.raises(InvalidArgumentError):
         eng.generate(PROMPT, **{"n_predict": 2, "mode": "plain", **kwargs})
+
+
+def test_n_predict_minus_one_runs_to_the_end_of_generation_or_context(smol_path):
+    with Engine(smol_path, n_ctx=64, n_threads=1) as small:
+        r = small.generate("List the numbers from one to one hundred: one, two, three,", n_predict=-1, mode="plain")
+        n_prompt = len(small.tokenize("List the numbers from one to one hundred: one, two, three,"))
+        assert r.stop_reason in ("eos", "context")
+        assert r.stop_reason == "eos" or n_prompt + len(r.tokens) >= small.ctx.n_ctx - 1
 
 
 
