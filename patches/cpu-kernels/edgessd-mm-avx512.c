@@ -32,6 +32,13 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
     const size_t yq_off = type == EDGESSD_Q4_1 ? 4 : 2;
     const int signed_w = type != EDGESSD_Q4_1;
     const int npair = ncols / 2;
+    const int once = nb <= ES_SCALE_BLOCKS;
+    float scales[ES_SCALE_BLOCKS * EDGESSD_MM_MAX_COLS];  // once: every block; else: this row's block
+    if (once) column_scales(y, y_stride, by, 0, nb, ncols, scales);
+    __m512i pick[EDGESSD_MM_MAX_COLS / 2];  // lanes 0-7 from column 2p, 8-15 from column 2p+1
+    for (int p = 0; p < npair; ++p) {
+        pick[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)), _mm256_set1_epi32(2 * p + 1), 1);
+    }
     for (int64_t r = 0; r < nrows; ++r) {
         const char * row = (const char *) w + r * w_stride;
         __m512 acc2[EDGESSD_MM_MAX_COLS / 2];   // columns 2p (low half) and 2p+1 (high half)
@@ -48,14 +55,17 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
             const __mmask64 neg2 = (__mmask64) neg | ((__mmask64) neg << 32);
             const __m512i aq2 = _mm512_broadcast_i64x4(aq);
             const char * yb0 = (const char *) y + b * by;
+            const float * sb = scales + (once ? b : 0) * EDGESSD_MM_MAX_COLS;
+            if (!once) column_scales(y, y_stride, by, b, 1, ncols, scales);
+            // d times each column's scale: the specification's s_b = d_weight * d_column, per lane
+            const __m512 ds = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_loadu_ps(sb));
             for (int p = 0; p < npair; ++p) {
                 const char * ya = yb0 + (2 * p) * y_stride, * yc = ya + y_stride;
                 __m512i yq = _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *) (ya + yq_off))),
                                                 _mm256_loadu_si256((const __m256i *) (yc + yq_off)), 1);
                 if (signed_w) yq = _mm512_mask_sub_epi8(yq, neg2, _mm512_setzero_si512(), yq);  // y * sign(w)
                 const __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aq2, yq);
-                const float sa = d * h2f(*(const es_half *) ya), sc = d * h2f(*(const es_half *) yc);
-                const __m512 s = _mm512_insertf32x8(_mm512_zextps256_ps512(_mm256_set1_ps(sa)), _mm256_set1_ps(sc), 1);
+                const __m512 s = _mm512_permutexvar_ps(pick[p], ds);
                 acc2[p] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum), acc2[p]);
                 if (!signed_w) {
                     accm[2 * p]     = fmaf(m, h2f(((const es_half *) ya)[1]), accm[2 * p]);
@@ -67,7 +77,7 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
                 __m256i yq = _mm256_loadu_si256((const __m256i *) (ya + yq_off));
                 if (signed_w) yq = _mm256_sign_epi8(yq, q);
                 const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, yq);
-                acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * h2f(*(const es_half *) ya)), _mm256_cvtepi32_ps(isum), acc1);
+                acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * sb[ncols - 1]), _mm256_cvtepi32_ps(isum), acc1);
                 if (!signed_w) accm[ncols - 1] = fmaf(m, h2f(((const es_half *) ya)[1]), accm[ncols - 1]);
             }
         }

@@ -80,6 +80,21 @@ ES_INLINE __m256i unpack32(int type, const void * blk, float * d, float * m) {
     }
 }
 
+// Activation scales as floats, [block][column] with 16 columns per block, converted once per
+// call instead of once per weight row (a call takes up to 128 rows); above this many blocks
+// (n > 32768) each row converts its own, with the same values.
+#define ES_SCALE_BLOCKS 1024
+
+ES_INLINE void column_scales(const void * y, size_t y_stride, size_t by, int64_t b0, int64_t nb, int ncols,
+                             float * out) {
+    for (int64_t b = 0; b < nb; ++b) {
+        for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) {
+            out[b * EDGESSD_MM_MAX_COLS + j] =
+                j < ncols ? h2f(*(const es_half *) ((const char *) y + j * y_stride + (b0 + b) * by)) : 0.0f;
+        }
+    }
+}
+
 ES_INLINE size_t bytes32(int type) {
     switch (type) {
         case EDGESSD_Q8_0: return sizeof(es_block_q8_0);
