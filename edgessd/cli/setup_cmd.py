@@ -20,13 +20,19 @@ BUILD_TOOLS = ("scikit-build-core==1.1.2", "ninja")
 @click.option("--print-key", is_flag=True, help="Print the build's cache key and exit.")
 @click.option("--peer-tools", is_flag=True,
               help="Also build llama.cpp's own llama-completion and llama-speculative-simple from the same "
-                   "patched source, which `edgessd bench` runs as peers (about 8 minutes, then cached).")
+                   "patched source, which `edgessd bench` runs as peers (3-8 minutes, then cached).")
 def setup(force: bool, print_key: bool, peer_tools: bool) -> None:
     """Build llama-cpp-python with edgessd's patches and install it into this Python.
 
     The wheel is cached under the user cache directory, keyed by everything that changes it,
     so a second environment reuses it in seconds. Run this once after `pip install edgessd`;
     in a checkout, `make setup` does the same.
+
+    \b
+    Examples:
+      edgessd setup                  # build or reuse the patched llama-cpp-python, install it here
+      edgessd setup --peer-tools     # also llama.cpp's own tools, for `edgessd bench`'s peers
+      edgessd setup --print-key      # the cache key of this machine's build
     """
     build = shipped_dir("patches") / "build.py"
     if not build.is_file():
