@@ -26,9 +26,8 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
     const size_t bw = bytes32(type);
     const size_t by = type == EDGESSD_Q4_1 ? sizeof(es_block_q8_1) : sizeof(es_block_q8_0);
     const __m256i ones = _mm256_set1_epi16(1);
-    const int once = nb <= ES_SCALE_BLOCKS;
-    float scales[ES_SCALE_BLOCKS * EDGESSD_MM_MAX_COLS];  // once: every block; else: this row's block
-    if (once) column_scales(y, y_stride, by, 0, nb, ncols, scales);
+    es_column_scales scales;
+    es_scales_init(&scales, y, y_stride, by, nb, ncols);
     for (int64_t r = 0; r < nrows; ++r) {
         const char * row = (const char *) w + r * w_stride;
         __m256 acc[EDGESSD_MM_MAX_COLS];
@@ -42,8 +41,7 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
             _mm_prefetch(row + (b + 4 * ES_PREFETCH_BLOCKS) * bw, _MM_HINT_T2);
             const __m256i q = unpack32(type, row + b * bw, &d, &m);
             const __m256i aq = type == EDGESSD_Q4_1 ? q : _mm256_sign_epi8(q, q);  // |w|, unsigned
-            const float * sb = scales + (once ? b : 0) * EDGESSD_MM_MAX_COLS;
-            if (!once) column_scales(y, y_stride, by, b, 1, ncols, scales);
+            const float * sb = es_scales_of(&scales, b);
             for (int j = 0; j < ncols; ++j) {
                 const char * yb = (const char *) y + j * y_stride + b * by;
                 const es_half * yh = (const es_half *) yb;          // d, then s for Q8_1

@@ -32,9 +32,8 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
     const size_t yq_off = type == EDGESSD_Q4_1 ? 4 : 2;
     const int signed_w = type != EDGESSD_Q4_1;
     const int npair = ncols / 2;
-    const int once = nb <= ES_SCALE_BLOCKS;
-    float scales[ES_SCALE_BLOCKS * EDGESSD_MM_MAX_COLS];  // once: every block; else: this row's block
-    if (once) column_scales(y, y_stride, by, 0, nb, ncols, scales);
+    es_column_scales scales;
+    es_scales_init(&scales, y, y_stride, by, nb, ncols);
     __m512i pick[EDGESSD_MM_MAX_COLS / 2];  // lanes 0-7 from column 2p, 8-15 from column 2p+1
     for (int p = 0; p < npair; ++p) {
         pick[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)), _mm256_set1_epi32(2 * p + 1), 1);
@@ -55,8 +54,7 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
             const __mmask64 neg2 = (__mmask64) neg | ((__mmask64) neg << 32);
             const __m512i aq2 = _mm512_broadcast_i64x4(aq);
             const char * yb0 = (const char *) y + b * by;
-            const float * sb = scales + (once ? b : 0) * EDGESSD_MM_MAX_COLS;
-            if (!once) column_scales(y, y_stride, by, b, 1, ncols, scales);
+            const float * sb = es_scales_of(&scales, b);
             // d times each column's scale: the specification's s_b = d_weight * d_column, per lane
             const __m512 ds = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_loadu_ps(sb));
             for (int p = 0; p < npair; ++p) {

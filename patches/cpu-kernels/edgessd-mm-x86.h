@@ -85,14 +85,37 @@ ES_INLINE __m256i unpack32(int type, const void * blk, float * d, float * m) {
 // (n > 32768) each row converts its own, with the same values.
 #define ES_SCALE_BLOCKS 1024
 
-ES_INLINE void column_scales(const void * y, size_t y_stride, size_t by, int64_t b0, int64_t nb, int ncols,
-                             float * out) {
+typedef struct {
+    const char * y;
+    size_t y_stride, by;
+    int ncols, once;
+    float v[ES_SCALE_BLOCKS * EDGESSD_MM_MAX_COLS];  // once: every block; else: the block asked for last
+} es_column_scales;
+
+ES_INLINE void es_convert_scales(const es_column_scales * c, int64_t b0, int64_t nb, float * out) {
     for (int64_t b = 0; b < nb; ++b) {
         for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) {
             out[b * EDGESSD_MM_MAX_COLS + j] =
-                j < ncols ? h2f(*(const es_half *) ((const char *) y + j * y_stride + (b0 + b) * by)) : 0.0f;
+                j < c->ncols ? h2f(*(const es_half *) (c->y + j * c->y_stride + (b0 + b) * c->by)) : 0.0f;
         }
     }
+}
+
+ES_INLINE void es_scales_init(es_column_scales * c, const void * y, size_t y_stride, size_t by, int64_t nb,
+                              int ncols) {
+    c->y = (const char *) y;
+    c->y_stride = y_stride;
+    c->by = by;
+    c->ncols = ncols;
+    c->once = nb <= ES_SCALE_BLOCKS;
+    if (c->once) es_convert_scales(c, 0, nb, c->v);
+}
+
+// the 16 column scales of block b (0.0f past ncols)
+ES_INLINE const float * es_scales_of(es_column_scales * c, int64_t b) {
+    if (c->once) return c->v + b * EDGESSD_MM_MAX_COLS;
+    es_convert_scales(c, b, 1, c->v);
+    return c->v;
 }
 
 ES_INLINE size_t bytes32(int type) {
