@@ -8,7 +8,7 @@ import threading
 import click
 
 from ..errors import EdgessdError
-from .options import engine_options, learn_mode, learn_option, model_argument, sampler_options, template_options
+from .options import engine_options, learn_option, model_argument, sampler_options, template_options
 
 PROMPT = "> "
 
@@ -52,7 +52,7 @@ def stream_reply(items) -> None:
 @template_options
 @learn_option
 def chat(model, system, n_predict, temperature, sampling, seed, mode, skip, draft_max, verbose, n_threads, n_ctx,
-         n_gpu_layers, chat_template, learn, no_learn) -> None:
+         n_gpu_layers, chat_template, learn) -> None:
     """Chat with MODEL (a GGUF path or registry name; default smollm2-135m, fetched on first use).
 
     \b
@@ -69,7 +69,7 @@ def chat(model, system, n_predict, temperature, sampling, seed, mode, skip, draf
     if seed is not None and seed < 0:
         seed = None  # llama.cpp's convention: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                 learn=learn_mode(learn, no_learn), chat_template=chat_template)
+                 learn=learn, chat_template=chat_template)
     settings = ChatSettings(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode,
                             skip=skip, draft_max=draft_max)
     session = ChatSession(eng, settings, system=system)

@@ -10,10 +10,8 @@ import click
 from ..server.stops import StopCut
 from .options import (
     engine_options,
-    learn_mode,
     learn_option,
     model_argument,
-    n_predict_value,
     read_text,
     sampling_options,
     template_options,
@@ -38,8 +36,7 @@ from .options import (
 @template_options
 @learn_option
 def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, grammar, n_predict, temperature,
-             sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, chat_template, learn,
-             no_learn) -> None:
+             sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers, chat_template, learn) -> None:
     """Generate a completion of PROMPT with MODEL (a GGUF path or registry name).
 
     \b
@@ -62,8 +59,7 @@ def generate(model, prompt, prompt_file, stops, chat, as_json, json_schema, gram
     if seed is not None and seed < 0:
         seed = None  # llama.cpp's convention, as in `edgessd serve`: a negative seed asks for a random one
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                 learn=learn_mode(learn, no_learn), chat_template=chat_template)
-    n_predict = n_predict_value(n_predict, eng.ctx.n_ctx)  # the context llama.cpp made (it pads n_ctx)
+                 learn=learn, chat_template=chat_template)
     request = [{"role": "user", "content": prompt}] if chat else prompt
     kwargs = dict(n_predict=n_predict, temperature=temperature, **sampling, seed=seed, mode=mode, skip=skip,
                   draft_max=draft_max, json_schema=read_text(json_schema), grammar=read_text(grammar))

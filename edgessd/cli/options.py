@@ -64,15 +64,19 @@ def template_options(command):
     f = click.option("--chat-template-file", "chat_template_file", type=click.Path(exists=True, dir_okay=False),
                      default=None, metavar="FILE", help="Render chats with the Jinja chat template in FILE.")(chosen)
     return click.option("--chat-template", "chat_template", default=None, metavar="NAME|JINJA",
-                        callback=lambda _c, _p, v: _nonempty(v, "--chat-template"),
+                        callback=nonempty("--chat-template is empty"),
                         help="Render chats with this template instead of the model's: a llama.cpp built-in "
                              "name (chatml, llama3, gemma, phi3...) or Jinja source.")(f)
 
 
-def _nonempty(value: str | None, flag: str) -> str | None:
-    if value is not None and not value.strip():
-        raise click.BadParameter(f"{flag} is empty")
-    return value
+def nonempty(message: str):
+    """A click callback that refuses an empty or blank value with ``message``."""
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter(message)
+        return value
+
+    return check
 
 
 def engine_options(f):
@@ -86,27 +90,21 @@ def engine_options(f):
     return f
 
 
-def learn_option(f):
+def learn_option(command):
     """--learn auto|on|off and --no-learn (= --learn off): whether out-of-domain prompts' features
-    are saved as learned anchors (see the README's "What edgessd stores")."""
+    are saved as learned anchors (see the README's "What edgessd stores"). The command receives
+    the result as ``learn``, Engine's argument."""
+    @functools.wraps(command)
+    def resolved(*args, learn="auto", no_learn=False, **kwargs):
+        return command(*args, learn="off" if no_learn else learn, **kwargs)
+
     f = click.option("--no-learn", "no_learn", is_flag=True, envvar="EDGESSD_NO_LEARN",
-                     help="Same as --learn off [env EDGESSD_NO_LEARN].")(f)
+                     help="Same as --learn off [env EDGESSD_NO_LEARN].")(resolved)
     f = click.option("--learn", "learn", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
                      help="Save the feature vector of an out-of-domain prompt (derived from its cached attention "
                           "values, never its text) as a learned anchor in the cache: auto = where layer skip "
                           "can pay.")(f)
     return f
-
-
-def learn_mode(learn: str, no_learn: bool) -> str:
-    return "off" if no_learn else learn
-
-
-def nonempty_skip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """An empty --skip would draft with the full model and call it layer skip: refuse it."""
-    if value is not None and not value.strip():
-        raise click.BadParameter("empty skip spec; give sublayers like 'attn:3,5;mlp:4-9' or leave --skip out")
-    return value
 
 
 # the sampler's options that reach Engine.stream unchanged, gathered into one ``sampling`` dict
@@ -125,7 +123,9 @@ def sampler_options(command):
     f = gathered
     f = click.option("--draft-max", type=click.IntRange(min=1), default=None,
                      help="Most tokens drafted per cycle [default: 4 layer skip, 4 lookup, 16 auto].")(f)
-    f = click.option("--skip", "skip", default=None, metavar="SPEC", callback=nonempty_skip,
+    f = click.option("--skip", "skip", default=None, metavar="SPEC",
+                     # an empty --skip would draft with the full model and call it layer skip
+                     callback=nonempty("empty skip spec; give sublayers like 'attn:3,5;mlp:4-9' or leave --skip out"),
                      help="Sublayers to skip when drafting, e.g. 'attn:3,5,7;mlp:4-9'.")(f)
     f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="How to draft: auto decides from the device profile.")(f)

@@ -8,10 +8,10 @@ import click
 
 from .options import (
     engine_options,
-    learn_mode,
     learn_option,
     model_argument,
     n_predict_value,
+    nonempty,
     sampling_options,
     template_options,
 )
@@ -23,12 +23,6 @@ def model_id(model: str | None, path: Path) -> str:
 
     name = model or default_model_name()
     return path.name if name.endswith(".gguf") or os.sep in name or Path(name).exists() else name
-
-
-def nonempty(alias: str | None) -> str | None:
-    if alias is not None and not alias.strip():
-        raise click.BadParameter("the alias is empty; give a model name or leave --alias out")
-    return alias
 
 
 @click.command("serve")
@@ -54,7 +48,8 @@ def nonempty(alias: str | None) -> str | None:
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Let browser pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable. "
                    "Without it no CORS headers are sent.")
-@click.option("-a", "--alias", metavar="NAME", callback=lambda _c, _p, v: nonempty(v),
+@click.option("-a", "--alias", metavar="NAME",
+              callback=nonempty("the alias is empty; give a model name or leave --alias out"),
               help="Model name to report in /v1/models and in responses' \"model\" field "
                    "(default: the registry name or the file's name).")
 @sampling_options
@@ -63,7 +58,7 @@ def nonempty(alias: str | None) -> str | None:
 @learn_option
 def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, api_key, api_key_file, cors_origins,
           alias, n_predict, temperature, sampling, seed, mode, skip, draft_max, n_threads, n_ctx, n_gpu_layers,
-          chat_template, learn, no_learn) -> None:
+          chat_template, learn) -> None:
     """Serve MODEL (a GGUF path or registry name) over an OpenAI-compatible HTTP API.
 
     Routes: POST /v1/chat/completions, POST /v1/completions (both stream with
@@ -88,7 +83,7 @@ def serve(model, host, port, queue_size, max_body, timeout_s, client_timeout_s, 
 
     keys = read_keys(api_key, api_key_file)  # a bad key file fails before the model loads
     eng = Engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                 learn=learn_mode(learn, no_learn), chat_template=chat_template)  # a bad model fails here
+                 learn=learn, chat_template=chat_template)  # a bad model fails here
     if skip is not None:
         parse_skip_spec(skip).check(eng.model.n_layer)  # and so does a bad skip spec, before listening
     config = ServerConfig(model_id=alias or model_id(model, eng.model_path),
