@@ -9,6 +9,7 @@ rendered prompt adds the model's BOS itself.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -52,8 +53,10 @@ class ChatTemplate:
         return text
 
 
+@functools.lru_cache(maxsize=16)
 def compile_jinja(source: str) -> Template:
-    """Jinja ``source`` compiled in the sandbox; InvalidArgumentError on a syntax error."""
+    """Jinja ``source`` compiled in the sandbox, once per source (a chat turn or a request with
+    tools renders it again); InvalidArgumentError on a syntax error."""
     from jinja2 import TemplateSyntaxError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
