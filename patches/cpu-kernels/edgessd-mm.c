@@ -1,5 +1,6 @@
-// Selection of edgessd's kernels: which ISA variants this CPU runs, and EDGESSD_CPU_KERNELS.
+// Selection of edgessd's kernels (matmul and attention): which ISA variants this CPU runs, and EDGESSD_CPU_KERNELS.
 #include "edgessd-mm-impl.h"
+#include "edgessd-fa-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,15 @@ edgessd_mm_fn edgessd_mm_kernel(int type, int isa) {
         case EDGESSD_ISA_REF:    return edgessd_mm_ref_kernel(type);
         case EDGESSD_ISA_AVX2:   return edgessd_mm_avx2_kernel(type);
         case EDGESSD_ISA_AVX512: return edgessd_mm_avx512_kernel(type);
+    }
+    return NULL;
+}
+
+edgessd_fa_fn edgessd_fa_kernel(int isa) {
+    switch (isa) {
+        case EDGESSD_ISA_REF:    return edgessd_fa_ref_kernel();
+        case EDGESSD_ISA_AVX2:   return edgessd_fa_avx2_kernel();
+        case EDGESSD_ISA_AVX512: return edgessd_fa_avx512_kernel();
     }
     return NULL;
 }
