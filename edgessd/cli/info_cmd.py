@@ -183,7 +183,8 @@ def kernels_line(k: dict) -> str:
     if k["kernels"] == "stock":
         return "stock (ggml's own; batched logits may differ from one-token decoding at near-ties)"
     left = f"; stock for {', '.join(k['not_covered'])}" if k["not_covered"] else ""
-    return (f"edgessd {k['kernels']}, bit-exact batches for {', '.join(k['covered']) or 'none'} "
+    return (f"edgessd {k['kernels']} (matmuls, F16-KV attention), "
+            f"bit-exact batches for {', '.join(k['covered']) or 'none'} "
             f"({100 * k['covered_bytes']:.0f}% of the bytes){left} (EDGESSD_CPU_KERNELS=stock for ggml's)")
 
 
