@@ -38,7 +38,7 @@ ES_INLINE void rows32(int type, int64_t n, const void * w, size_t w_stride, int6
         }
         for (int64_t b = 0; b < nb; ++b) {
             float d, m = 0.0f;
-            _mm_prefetch(row + (b + 4 * ES_PREFETCH_BLOCKS) * bw, _MM_HINT_T2);
+            _mm_prefetch(row + (b + ES_PREFETCH_BLOCKS32) * bw, _MM_HINT_T2);
             const __m256i q = unpack32(type, row + b * bw, &d, &m);
             const __m256i aq = type == EDGESSD_Q4_1 ? q : _mm256_sign_epi8(q, q);  // |w|, unsigned
             const float * sb = es_scales_of(&scales, b);
@@ -81,8 +81,8 @@ typedef struct {
 } unpacked256;
 
 // Q4_K's and Q5_K's 8 scales and 8 mins (12 packed bytes), as unpacked256's sv and cm
-static inline void unpack_q4_K_scales(const uint8_t * scales, unpacked256 * u) {
-    const __m128i sm8 = es_q4_K_scales_mins_v(scales);  // 8 scales, 8 mins (bytes)
+static inline void unpack_q4_K_scales(const void * blk, unpacked256 * u) {
+    const __m128i sm8 = es_q4_K_scales_mins_v(blk);  // 8 scales, 8 mins (bytes)
     const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm8));                   // scales as int16
     const __m256i mn16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8)));  // mins as int16
     for (int c = 0; c < 8; ++c) {
@@ -100,7 +100,7 @@ static inline void unpack_q4_K(const es_block_q4_K * x, unpacked256 * u) {
         u->q[2 * k]     = _mm256_and_si256(v, m4);
         u->q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
-    unpack_q4_K_scales(x->scales, u);
+    unpack_q4_K_scales(x, u);
     u->d  = h2f(x->d);
     u->dm = h2f(x->dmin);
 }
@@ -113,7 +113,7 @@ static inline void unpack_q5_K(const es_block_q5_K * x, unpacked256 * u) {
         u->q[2 * k]     = _mm256_or_si256(_mm256_and_si256(v, m4), es_q5_K_high(hb, 2 * k));
         u->q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), es_q5_K_high(hb, 2 * k + 1));
     }
-    unpack_q4_K_scales(x->scales, u);
+    unpack_q4_K_scales(x, u);
     u->d  = h2f(x->d);
     u->dm = h2f(x->dmin);
 }
@@ -142,7 +142,7 @@ ES_INLINE void rows256(int type, int64_t n, const void * w, size_t w_stride, int
         for (int j = 0; j < ncols; ++j) acc[j] = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; ++b) {
             unpacked256 u;
-            _mm_prefetch(row + (b + ES_PREFETCH_BLOCKS) * bw, _MM_HINT_T2);  // into L2: more misses in flight than L1 allows
+            es_prefetch256(row, b, bw);
             if (type == EDGESSD_Q4_K) {
                 unpack_q4_K((const es_block_q4_K *) (row + b * bw), &u);
             } else if (type == EDGESSD_Q5_K) {
