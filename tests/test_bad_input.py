@@ -322,10 +322,17 @@ def test_malformed_skip_specs_are_invalid_argument_errors(eng, spec, needle):
 
 
 def test_a_negative_seed_asks_for_a_random_one_as_in_llama_cpp(smol_path, tmp_path):
-    r = cli("generate", str(smol_path), "-p", "The capital of France is", "-n", "3", "-t", "1", "--mode", "plain",
-            "--temp", "0.7", "--seed", "-1", "--json", cache_dir=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["stats"]["n_generated"] == 3
+    # accepted, and each run samples afresh: three runs at a high temperature do not all agree.
+    # (Not a token count: a random sample may end at EOS early, as one in CI once did.)
+    runs = set()
+    for _ in range(3):
+        r = cli("generate", str(smol_path), "-p", "Once upon a time", "-n", "12", "-t", "1", "--mode", "plain",
+                "--temp", "1.5", "--seed", "-1", "--json", cache_dir=tmp_path)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert 1 <= out["stats"]["n_generated"] <= 12
+        runs.add(tuple(out["tokens"]))
+    assert len(runs) > 1
 
 
 def test_a_one_token_prompt_works_in_auto_mode_with_a_domain_index(eng):
@@ -375,7 +382,7 @@ def test_a_negative_seed_in_python_is_random_or_a_clean_error(eng):
         r = eng.generate(PROMPT, n_predict=2, mode="plain", temperature=0.7, seed=-1)
     except EdgessdError:
         return
-    assert len(r.tokens) == 2
+    assert 1 <= len(r.tokens) <= 2  # a random sample may end at EOS early
 
 
 @pytest.mark.parametrize("prompt", [None, 123, b"bytes", [], [{"role": "user"}], [{"content": "hi"}],
