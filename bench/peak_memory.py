@@ -43,7 +43,7 @@ def worker(model: str, threads: int) -> dict:
     steps["load"] = _mb()
     ctx = Context(m, n_ctx=1032, n_batch=512, n_threads=threads)
     steps["context"] = _mb()
-    toks = [int(t) for t in np.random.default_rng(0).integers(100, min(m.n_vocab, 30000), size=600)]
+    toks = [int(t) for t in np.random.default_rng(0).integers(100, min(m.n_vocab, 30000), size=1100)]
     ctx.decode(toks[:1], 0, all_logits=True)
     steps["decode 1"] = _mb()
     ctx.decode(toks[1:17], 1, all_logits=True)
@@ -51,23 +51,17 @@ def worker(model: str, threads: int) -> dict:
     ctx.kv_clear()
     ctx.decode(toks[:512], 0)
     steps["pp512"] = _mb()
-    ctx.kv_clear()
-    ctx.decode(toks[:200], 0)
-    for k in range(1, 17):
-        ctx.decode(toks[200:200 + k], 200, all_logits=True)
-        ctx.kv_remove(200)
-    steps["verify k=1..16"] = _mb()
-    batch_and_single_logits(ctx, 200, toks[200:216])
-    steps["batch check"] = _mb()
-    ctx.kv_clear()
-    ctx.decode(toks[:512], 0)
-    ctx.decode(toks[:488], 512)
-    for k in range(1, 17):
-        ctx.decode(toks[488:488 + k], 1000, all_logits=True)
-        ctx.kv_remove(1000)
-    steps["verify k=1..16 at 1000"] = _mb()
-    batch_and_single_logits(ctx, 1000, toks[488:504])
-    steps["batch check at 1000"] = _mb()
+    for pos, at in ((200, ""), (1000, " at 1000")):
+        ctx.kv_clear()
+        for p0 in range(0, pos, 512):
+            ctx.decode(toks[p0:min(p0 + 512, pos)], p0)
+        draft = toks[pos:pos + 16]
+        for k in range(1, 17):
+            ctx.decode(draft[:k], pos, all_logits=True)
+            ctx.kv_remove(pos)
+        steps["verify k=1..16" + at] = _mb()
+        batch_and_single_logits(ctx, pos, draft)
+        steps["batch check" + at] = _mb()
     return {"kernels": cpu_kernels(), "steps": steps}
 
 
