@@ -6,8 +6,8 @@
 One worker process per kernel choice (``EDGESSD_CPU_KERNELS`` is read once per process) runs
 the same steps: load the model, make a context, decode 1 token, then 16 with logits for every
 row, prefill 512, refill 200 and verify k = 1..16 at 200, then check a 16-token batch against
-16 one-token decodes (``edgessd.batchcheck``); then the same two at 1000. After each step it records the resident set
-(VmRSS) and the peak so far (ru_maxrss), in MB. verify_cost.py reports only the last peak,
+16 one-token decodes (``edgessd.batchcheck``); then the same two at 1000. After each step it
+records the resident set (VmRSS) and the peak so far (ru_maxrss), in MB. verify_cost.py reports only the last peak,
 which also holds Python's logits arrays: 16 rows of gemma3's 262k vocabulary are 17 MB.
 """
 from __future__ import annotations

@@ -3,9 +3,9 @@
 //
 // The integer work is twice as wide as AVX2's: K-quants take two 32-value chunks per
 // instruction (vpdpbusd, then vpdpwssd for the scales), and blocks of 32 take two columns
-// per instruction (vpdpbusd). The float steps stay the specification's 8 lanes per column: 512-bit integer
-// sums fold to 8 lanes before any float operation, and paired columns keep one column per
-// 256-bit half. Activations must lie in [-127, 127], as ggml's quantizers make them.
+// per instruction (vpdpbusd). The float steps stay the specification's 8 lanes per column:
+// 512-bit integer sums fold to 8 lanes before any float operation, and paired columns keep
+// one column per 256-bit half. Activations must lie in [-127, 127], as ggml's quantizers make them.
 #include "edgessd-mm-impl.h"
 
 #include <math.h>

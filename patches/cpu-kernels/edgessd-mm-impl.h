@@ -77,18 +77,6 @@ static inline void es_q4_K_scale_min(int j, const uint8_t * q, uint8_t * sc, uin
     }
 }
 
-// The same 8 scales and 8 mins, unpacked branch-free (ggml's utmp trick): bytes 0-7 of the
-// result are the scales, bytes 8-15 the mins
-static inline void es_q4_K_scales_mins(const uint8_t * q, uint32_t out[4]) {
-    const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
-    uint32_t u[3];
-    memcpy(u, q, 12);
-    out[0] = u[0] & kmask1;
-    out[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
-    out[2] = u[1] & kmask1;
-    out[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
-}
-
 // The one horizontal sum of the specification: ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7))
 static inline float es_hsum8(const float v[8]) {
     const float a0 = v[0] + v[4], a1 = v[1] + v[5], a2 = v[2] + v[6], a3 = v[3] + v[7];

@@ -31,8 +31,8 @@ ES_INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
 }
 
-// es_q4_K_scales_mins of a Q4_K or Q5_K block as one vector (bytes 0-7 scales, 8-15 mins),
-// from the block's first 16 bytes (d, dmin, the 12 packed bytes) in one load: header byte
+// es_q4_K_scale_min of sub-blocks 0-7 of a Q4_K or Q5_K block as one vector (bytes 0-7 the
+// scales, 8-15 the mins), from the block's first 16 bytes (d, dmin, the 12 packed bytes) in one load: header byte
 // 4 + i is packed byte i. The low bits come from the bytes lo picks, masked by lo_mask (bytes
 // 12-15 take the high nibble instead, lo_mask2); bits 4-5 from the top two bits of the bytes
 // hi picks. Scalar code and a vector built from four stores would cost more than the block.
