@@ -164,4 +164,5 @@ def decode_loop(ctx: Context, drafter: Drafter, history: list[int], *, n_predict
         if emitted:
             yield Emitted(emitted, lp)
         if eos is not None:
+            stats.n_eog = 1
             return "eos"

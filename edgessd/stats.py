@@ -16,6 +16,7 @@ class GenerationStats:
     n_prompt: int = 0        # prompt tokens (including any reused from the KV cache)
     n_prompt_eval: int = 0   # prompt tokens actually decoded (the rest came from the KV cache)
     n_generated: int = 0     # tokens emitted
+    n_eog: int = 0           # 1 when generation ended at an end-of-generation token (sampled, not emitted)
     n_cycles: int = 0        # full-model passes during generation
     n_drafted: int = 0       # draft tokens proposed
     n_accepted: int = 0      # draft tokens accepted
@@ -68,13 +69,15 @@ class GenerationStats:
 
     @property
     def gen_tok_s(self) -> float:
-        """Generated tokens per second over the generation.
+        """Sampled tokens per second over the generation, llama.cpp's eval rate.
 
-        The prefill decodes every prompt token but the last, so each generated token, the first
-        included, costs a decode inside ``t_gen_ms``: the rate is n / t. (llama.cpp's prefill
-        decodes the whole prompt and its first token is free, so its rate is (n - 1) / t over
-        n - 1 decodes; both are time per decode.)"""
-        return 1e3 * self.n_generated / self.t_gen_ms if self.t_gen_ms > 0 else 0.0
+        The prefill decodes every prompt token but the last, so each sampled token costs one
+        full pass inside ``t_gen_ms`` in plain decoding, the first included; an
+        end-of-generation token is sampled like any other (it is not emitted) and counts, as
+        in llama.cpp's ``eval time`` and llama-server's ``predicted_per_second``. So for plain
+        decoding the rate is passes per second, as llama.cpp's is (its prefill decodes the
+        whole prompt, so its first token is free and its passes are the tokens after it)."""
+        return 1e3 * (self.n_generated + self.n_eog) / self.t_gen_ms if self.t_gen_ms > 0 else 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)
