@@ -159,6 +159,49 @@ def test_a_batch_is_exact_for_each_covered_type_on_a_model_quantized_here(tiny_l
     assert_batches_equal_single_steps(model, toks[:24], toks[24:])
 
 
+LAST_LOGITS = """
+import sys
+import numpy as np
+from edgessd._capi import Context, Model
+
+def last_logits(path):
+    model = Model(path)
+    ctx = Context(model, n_ctx=64, n_batch=64, n_threads=2)
+    try:
+        ctx.decode([5, 17, 99, 3, 250], 0)
+        ctx.decode([41], 5)
+        return np.array(ctx.logits()[-1])
+    finally:
+        ctx.close()
+        model.close()
+
+for path, out in zip(sys.argv[1::2], sys.argv[2::2]):
+    np.save(out, last_logits(path))
+"""
+
+
+@needs_kernels
+def test_a_model_loaded_after_a_freed_one_computes_from_its_own_weights(tmp_path):
+    """Q4_K weights are re-laid out by their first small batch into a copy found by the weight's
+    address (patch 0005, edgessd-x16.h), and the copy goes when its buffer is freed. Two models
+    of one shape load one after the other, most likely at the same addresses: the second must
+    give, in the same process, the logits it gives in a process of its own."""
+    from tinygguf import write_tiny_llama
+
+    a, b = (quantize(write_tiny_llama(tmp_path / f"{n}-f32.gguf", seed=s), tmp_path / f"{n}.gguf", FTYPES["Q4_K"])
+            for n, s in (("a", 2), ("b", 3)))
+    run = [sys.executable, "-c", LAST_LOGITS]
+    alone = subprocess.run([*run, str(b), str(tmp_path / "b-alone.npy")], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert alone.returncode == 0, alone.stderr
+    after = subprocess.run([*run, str(a), str(tmp_path / "a.npy"), str(b), str(tmp_path / "b-after-a.npy")],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0, after.stderr
+    la, lb, lb_after = (np.load(tmp_path / f) for f in ("a.npy", "b-alone.npy", "b-after-a.npy"))
+    assert la.tobytes() != lb.tobytes()
+    assert lb_after.tobytes() == lb.tobytes()
+
+
 def kernels_in(env_value: str) -> subprocess.CompletedProcess:
     code = "from edgessd._capi import cpu_kernels; print(cpu_kernels())"
     env = dict(os.environ, EDGESSD_CPU_KERNELS=env_value)

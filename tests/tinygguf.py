@@ -101,10 +101,10 @@ def write_tiny_qwen3(path: Path, *, n_layer: int = 4, n_embd: int = 64, n_head: 
 
 
 def write_tiny_llama(path: Path, *, n_layer: int = 2, n_embd: int = 256, n_head: int = 4, n_head_kv: int = 2,
-                     n_ff: int = 512, n_vocab: int = 512, n_ctx: int = 256) -> Path:
+                     n_ff: int = 512, n_vocab: int = 512, n_ctx: int = 256, seed: int = 2) -> Path:
     """Llama with every width a multiple of 256, so that each quantized type (K-quants too) can
     hold every matmul weight: the input for tests that quantize it with llama.cpp."""
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     head = n_embd // n_head
 
     def w(*shape: int) -> np.ndarray:
