@@ -40,12 +40,24 @@ def gpu_name() -> str | None:
     return None
 
 
-def backend() -> str:
-    """The backend the installed llama.cpp was built for (recorded by patches/build.py)."""
+def build_record() -> dict:
+    """What patches/build.py recorded of the installed patched llama.cpp (key, backend, wheel); {} if nothing."""
     try:
-        return json.loads((Path(sys.prefix) / "edgessd-llama-build.json").read_text())["backend"]
-    except (OSError, ValueError, KeyError):
-        return "unknown"
+        rec = json.loads((Path(sys.prefix) / "edgessd-llama-build.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+def backend() -> str:
+    """The backend the installed llama.cpp was built for."""
+    return str(build_record().get("backend", "unknown"))
+
+
+def build_key() -> str | None:
+    """The key of the installed build: a hash of the llama.cpp source, the patches and the kernels."""
+    key = build_record().get("key")
+    return str(key) if key else None
 
 
 def cpu_kernels() -> str:
@@ -61,7 +73,9 @@ def gpu_slug(name: str | None) -> str:
 
 
 def fingerprint(n_threads: int | None = None, n_gpu_layers: int = 0) -> dict:
-    """CPU, cores, memory, backend, GPU, CPU kernels, offload: what a profile's timings depend on.
+    """CPU, cores, memory, backend and build, GPU, CPU kernels, offload: what a profile's timings
+    depend on. The build key changes with any patch or kernel, so a rebuilt llama.cpp is measured
+    again rather than planned with the old one's costs.
 
     ``n_gpu_layers`` (the -ngl the model is loaded with) is recorded only when it offloads
     something, so a CPU profile keeps the fingerprint it had before offload was keyed.
@@ -74,6 +88,7 @@ def fingerprint(n_threads: int | None = None, n_gpu_layers: int = 0) -> dict:
         "cores_logical": psutil.cpu_count(logical=True),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "backend": backend(),
+        "build": build_key(),
         "gpu": gpu_name(),
         "cpu_kernels": cpu_kernels(),
     }

@@ -8,6 +8,7 @@ features, profiles and registry stamps in a private EDGESSD_CACHE_DIR.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -455,6 +456,18 @@ def test_a_profile_from_another_device_is_refused(tmp_path):
     save_profile(synthetic_profile(sha, 1), tmp_path / "p.json")
     with pytest.raises(ProfileError, match="another device or thread count"):
         load_profile(tmp_path / "p.json", model_sha256=sha, fingerprint=device.fingerprint(2))
+
+
+def test_a_profile_from_another_llama_cpp_build_is_refused(tmp_path):
+    """Costs depend on the kernels built in: after a patch changes, the old profile must not plan."""
+    sha = "ef" * 32
+    here = device.fingerprint(1)
+    installed = json.loads((Path(sys.prefix) / "edgessd-llama-build.json").read_text())
+    assert here["build"] and here["build"] == installed["key"]
+    prof = synthetic_profile(sha, 1)
+    save_profile(dataclasses.replace(prof, device={**prof.device, "build": "0" * 16}), tmp_path / "p.json")
+    with pytest.raises(ProfileError, match="another device or thread count"):
+        load_profile(tmp_path / "p.json", model_sha256=sha, fingerprint=here)
 
 
 def test_generate_with_a_corrupt_cached_profile_still_works(smol_path, cache):

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..device import build_key
 from ..fsutil import cache_dir
 
 NGRAM_TYPES = {"llama.cpp-ngram-simple": "ngram-simple", "llama.cpp-ngram-mod": "ngram-mod",
@@ -92,10 +93,7 @@ def stock_env() -> dict[str, str]:
 
 def installed_build_key() -> str | None:
     """The key of the installed patched libllama (written by patches/build.py)."""
-    try:
-        return json.loads((Path(sys.prefix) / "edgessd-llama-build.json").read_text())["key"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return build_key()
 
 
 def default_tools_dir() -> Path | None:

@@ -328,13 +328,10 @@ def build_info() -> dict:
 
     import llama_cpp
 
+    from ..device import build_record
     from ..fsutil import cache_dir
 
-    info: dict = {"llama_cpp_python": llama_cpp.__version__}
-    try:
-        info.update(json.loads((Path(sys.prefix) / "edgessd-llama-build.json").read_text()))
-    except (OSError, ValueError):
-        info["key"] = None
+    info: dict = {"llama_cpp_python": llama_cpp.__version__, "key": None, **build_record()}
     if info.get("key"):
         try:
             built = json.loads((cache_dir() / "wheels" / info["key"] / "build.json").read_text())
