@@ -169,6 +169,18 @@ static void check(int ok, const char * what, int type, int isa, int64_t n, int64
                              edgessd_mm_isa_name(isa), (long long) n, (long long) nr, nc);
 }
 
+// whether every row and column of out is the dequantized dot product, within float rounding
+static int all_close(int type, int64_t n, int64_t nrows, const char * w, size_t wstride, const char * y,
+                     size_t ystride, const float * out, size_t dstride) {
+    for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) {
+        for (int64_t r = 0; r < nrows; ++r) {
+            double mag, want = dequant_dot(type, n, w + r * wstride, y + j * ystride, &mag);
+            if (fabs(out[j * dstride + r] - want) > 1e-5 * mag + 1e-30) return 0;
+        }
+    }
+    return 1;
+}
+
 static void run_case(int type, int64_t n, int64_t nrows, int extreme) {
     const int ne = block_elems(type);
     const size_t wrow = (size_t) (n / ne) * wblock_bytes(type), yrow = (size_t) (n / ne) * yblock_bytes(type);
@@ -181,13 +193,7 @@ static void run_case(int type, int64_t n, int64_t nrows, int extreme) {
     for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) fill_acts(type, y + j * ystride, (size_t) (n / ne), extreme);
 
     edgessd_mm_kernel(type, EDGESSD_ISA_REF)(n, w, wstride, nrows, y, ystride, EDGESSD_MM_MAX_COLS, ref, dstride);
-    int close = 1;
-    for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) {
-        for (int64_t r = 0; r < nrows; ++r) {
-            double mag, want = dequant_dot(type, n, w + r * wstride, y + j * ystride, &mag);
-            if (fabs(ref[j * dstride + r] - want) > 1e-5 * mag + 1e-30) close = 0;
-        }
-    }
+    const int close = all_close(type, n, nrows, w, wstride, y, ystride, ref, dstride);
     check(close, "specification is not the dequantized dot product", type, EDGESSD_ISA_REF, n, nrows, 16);
 
     for (int isa = EDGESSD_ISA_REF; isa < EDGESSD_ISA_COUNT; ++isa) {
@@ -224,13 +230,7 @@ static void run_x16_case(int64_t n, int64_t ngroups, int extreme) {
     edgessd_x16_pack(n, w, wstride, ngroups / 2, ngroups, wx);
 
     edgessd_x16_kernel(EDGESSD_ISA_REF)(n, wx, ngroups, y, ystride, EDGESSD_MM_MAX_COLS, ref, dstride);
-    int close = 1;
-    for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) {
-        for (int64_t r = 0; r < nrows; ++r) {
-            double mag, want = dequant_dot(EDGESSD_Q4_K, n, w + r * wstride, y + j * ystride, &mag);
-            if (fabs(ref[j * dstride + r] - want) > 1e-5 * mag + 1e-30) close = 0;
-        }
-    }
+    const int close = all_close(EDGESSD_Q4_K, n, nrows, w, wstride, y, ystride, ref, dstride);
     check(close, "x16 specification is not the dequantized dot product", EDGESSD_Q4_K, EDGESSD_ISA_REF, n, nrows, 16);
 
     for (int isa = EDGESSD_ISA_REF; isa < EDGESSD_ISA_COUNT; ++isa) {
