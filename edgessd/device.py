@@ -49,14 +49,15 @@ def build_record() -> dict:
     return rec if isinstance(rec, dict) else {}
 
 
-def backend() -> str:
-    """The backend the installed llama.cpp was built for."""
-    return str(build_record().get("backend", "unknown"))
+def backend(record: dict | None = None) -> str:
+    """The backend the installed llama.cpp was built for (of ``record``, else read now)."""
+    return str((build_record() if record is None else record).get("backend", "unknown"))
 
 
-def build_key() -> str | None:
-    """The key of the installed build: a hash of the llama.cpp source, the patches and the kernels."""
-    key = build_record().get("key")
+def build_key(record: dict | None = None) -> str | None:
+    """The key of the installed build, a hash of the llama.cpp source, the patches and the kernels
+    (of ``record``, else read now)."""
+    key = (build_record() if record is None else record).get("key")
     return str(key) if key else None
 
 
@@ -80,6 +81,7 @@ def fingerprint(n_threads: int | None = None, n_gpu_layers: int = 0) -> dict:
     ``n_gpu_layers`` (the -ngl the model is loaded with) is recorded only when it offloads
     something, so a CPU profile keeps the fingerprint it had before offload was keyed.
     """
+    build = build_record()
     fp = {
         "cpu": cpu_model(),
         "machine": platform.machine(),
@@ -87,8 +89,8 @@ def fingerprint(n_threads: int | None = None, n_gpu_layers: int = 0) -> dict:
         "cores_physical": psutil.cpu_count(logical=False),
         "cores_logical": psutil.cpu_count(logical=True),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "backend": backend(),
-        "build": build_key(),
+        "backend": backend(build),
+        "build": build_key(build),
         "gpu": gpu_name(),
         "cpu_kernels": cpu_kernels(),
     }

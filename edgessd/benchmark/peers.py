@@ -91,17 +91,12 @@ def stock_env() -> dict[str, str]:
     return dict(os.environ, EDGESSD_CPU_KERNELS="stock")
 
 
-def installed_build_key() -> str | None:
-    """The key of the installed patched libllama (written by patches/build.py)."""
-    return build_key()
-
-
 def default_tools_dir() -> Path | None:
     """``$EDGESSD_LLAMA_TOOLS``, else the cached tools built for the installed library's key."""
     env = os.environ.get("EDGESSD_LLAMA_TOOLS")
     if env:
         return Path(env)
-    key = installed_build_key()
+    key = build_key()
     return cache_dir() / "llama-tools" / key / "build" / "bin" if key else None
 
 
