@@ -4,7 +4,7 @@
 //   2. a column computed alone equals the same column in a batch of 16, bit for bit;
 //   3. the specification is the dot product: within float rounding of a double-precision
 //      dot of the dequantized weights and activations;
-//   4. the same for Q4_K re-laid out in 16-row groups (edgessd-x16.h), packed in two parts
+//   4. the same for Q4_K and Q6_K re-laid out in 16-row groups (edgessd-x16.h), packed in two parts
 //      and computed from a group that is not the first.
 // Prints one line per failure and a closing "N passed, M failed"; exit 1 on any failure.
 #include "edgessd-mm-impl.h"
@@ -215,26 +215,26 @@ static void run_case(int type, int64_t n, int64_t nrows, int extreme) {
     free(w); free(y); free(ref); free(got);
 }
 
-static void run_x16_case(int64_t n, int64_t ngroups, int extreme) {
+static void run_x16_case(int type, int64_t n, int64_t ngroups, int extreme) {
     const int64_t nrows = ngroups * EDGESSD_X16_ROWS, nb = n / 256;
-    const size_t wstride = (size_t) nb * sizeof(es_block_q4_K) + 16, ystride = (size_t) nb * sizeof(es_block_q8_K) + 64;
-    const size_t dstride = (size_t) nrows + 3, gbytes = (size_t) nb * EDGESSD_X16_BLOCK;
+    const size_t wstride = (size_t) nb * es_bytes256(type) + 16, ystride = (size_t) nb * sizeof(es_block_q8_K) + 64;
+    const size_t dstride = (size_t) nrows + 3, gbytes = edgessd_x16_size(type, n, EDGESSD_X16_ROWS);
     char * w = malloc(wstride * nrows), * y = malloc(ystride * EDGESSD_MM_MAX_COLS);
-    char * wx = malloc(edgessd_x16_size(n, nrows));
+    char * wx = malloc(edgessd_x16_size(type, n, nrows));
     float * ref = malloc(sizeof(float) * dstride * EDGESSD_MM_MAX_COLS);
     float * got = malloc(sizeof(float) * dstride * EDGESSD_MM_MAX_COLS);
-    for (int64_t r = 0; r < nrows; ++r) fill_weights(EDGESSD_Q4_K, w + r * wstride, (size_t) nb, extreme);
-    for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) fill_acts(EDGESSD_Q4_K, y + j * ystride, (size_t) nb, extreme);
-    check(edgessd_x16_size(n, nrows) == gbytes * ngroups, "x16 size", EDGESSD_Q4_K, EDGESSD_ISA_REF, n, nrows, 0);
-    edgessd_x16_pack(n, w, wstride, 0, ngroups / 2, wx);  // in two parts, as threads pack their shares
-    edgessd_x16_pack(n, w, wstride, ngroups / 2, ngroups, wx);
+    for (int64_t r = 0; r < nrows; ++r) fill_weights(type, w + r * wstride, (size_t) nb, extreme);
+    for (int j = 0; j < EDGESSD_MM_MAX_COLS; ++j) fill_acts(type, y + j * ystride, (size_t) nb, extreme);
+    check(edgessd_x16_size(type, n, nrows) == gbytes * ngroups && gbytes == (size_t) nb * (type == EDGESSD_Q4_K ? EDGESSD_X16_BLOCK_Q4_K : EDGESSD_X16_BLOCK_Q6_K), "x16 size", type, EDGESSD_ISA_REF, n, nrows, 0);
+    edgessd_x16_pack(type, n, w, wstride, 0, ngroups / 2, wx);  // in two parts, as threads pack their shares
+    edgessd_x16_pack(type, n, w, wstride, ngroups / 2, ngroups, wx);
 
-    edgessd_x16_kernel(EDGESSD_ISA_REF)(n, wx, ngroups, y, ystride, EDGESSD_MM_MAX_COLS, ref, dstride);
-    const int close = all_close(EDGESSD_Q4_K, n, nrows, w, wstride, y, ystride, ref, dstride);
-    check(close, "x16 specification is not the dequantized dot product", EDGESSD_Q4_K, EDGESSD_ISA_REF, n, nrows, 16);
+    edgessd_x16_kernel(type, EDGESSD_ISA_REF)(n, wx, ngroups, y, ystride, EDGESSD_MM_MAX_COLS, ref, dstride);
+    const int close = all_close(type, n, nrows, w, wstride, y, ystride, ref, dstride);
+    check(close, "x16 specification is not the dequantized dot product", type, EDGESSD_ISA_REF, n, nrows, 16);
 
     for (int isa = EDGESSD_ISA_REF; isa < EDGESSD_ISA_COUNT; ++isa) {
-        edgessd_x16_fn fn = edgessd_x16_kernel(isa);
+        edgessd_x16_fn fn = edgessd_x16_kernel(type, isa);
         if (!fn || !edgessd_mm_isa_supported(isa)) continue;
         for (int nc = 1; nc <= EDGESSD_MM_MAX_COLS; ++nc) {
             memset(got, 0xAB, sizeof(float) * dstride * EDGESSD_MM_MAX_COLS);
@@ -245,7 +245,7 @@ static void run_x16_case(int64_t n, int64_t ngroups, int extreme) {
                 if (memcmp(got + j * dstride, ref + (j0 + j) * dstride, sizeof(float) * nrows) != 0) same = 0;
             }
             check(same, isa == EDGESSD_ISA_REF ? "x16: a column alone differs from it in a batch"
-                                               : "x16 differs from the specification", EDGESSD_Q4_K, isa, n, nrows, nc);
+                                               : "x16 differs from the specification", type, isa, n, nrows, nc);
         }
         if (ngroups > 1) {  // the groups after the first, as a thread's chunk computes them
             fn(n, wx + gbytes, ngroups - 1, y, ystride, 3, got, dstride);
@@ -254,7 +254,7 @@ static void run_x16_case(int64_t n, int64_t ngroups, int extreme) {
                 if (memcmp(got + j * dstride, ref + j * dstride + EDGESSD_X16_ROWS,
                            sizeof(float) * (nrows - EDGESSD_X16_ROWS)) != 0) same = 0;
             }
-            check(same, "x16 from a later group differs", EDGESSD_Q4_K, isa, n, nrows, 3);
+            check(same, "x16 from a later group differs", type, isa, n, nrows, 3);
         }
     }
     free(w); free(y); free(wx); free(ref); free(got);
@@ -278,10 +278,13 @@ int main(void) {
         // rows longer than 1024 blocks of 32: the AVX-512 kernel converts column scales per row there
         if (ne == 32) run_case(types[t], 1027 * ne, 3, 0);
     }
-    for (int64_t g = 1; g <= 3; ++g) {
-        for (int64_t nb = 1; nb <= 6; nb += 5) run_x16_case(256 * nb, g, 0);
+    for (int t = 0; t < 2; ++t) {
+        const int type = t == 0 ? EDGESSD_Q4_K : EDGESSD_Q6_K;
+        for (int64_t g = 1; g <= 3; ++g) {
+            for (int64_t nb = 1; nb <= 6; nb += 5) run_x16_case(type, 256 * nb, g, 0);
+        }
+        run_x16_case(type, 256 * 4, 2, 1);
     }
-    run_x16_case(256 * 4, 2, 1);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
