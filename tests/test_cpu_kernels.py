@@ -181,14 +181,15 @@ for path, out in zip(sys.argv[1::2], sys.argv[2::2]):
 
 
 @needs_kernels
-def test_a_model_loaded_after_a_freed_one_computes_from_its_own_weights(tmp_path):
-    """Q4_K weights are re-laid out by their first small batch into a copy found by the weight's
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K"])
+def test_a_model_loaded_after_a_freed_one_computes_from_its_own_weights(tmp_path, qtype):
+    """Q4_K and Q6_K weights are re-laid out by their first use into a copy found by the weight's
     address (patch 0005, edgessd-x16.h), and the copy goes when its buffer is freed. Two models
     of one shape load one after the other, most likely at the same addresses: the second must
     give, in the same process, the logits it gives in a process of its own."""
     from tinygguf import write_tiny_llama
 
-    a, b = (quantize(write_tiny_llama(tmp_path / f"{n}-f32.gguf", seed=s), tmp_path / f"{n}.gguf", FTYPES["Q4_K"])
+    a, b = (quantize(write_tiny_llama(tmp_path / f"{n}-f32.gguf", seed=s), tmp_path / f"{n}.gguf", FTYPES[qtype])
             for n, s in (("a", 2), ("b", 3)))
     run = [sys.executable, "-c", LAST_LOGITS]
     alone = subprocess.run([*run, str(b), str(tmp_path / "b-alone.npy")], cwd=REPO, capture_output=True, text=True,
@@ -200,6 +201,53 @@ def test_a_model_loaded_after_a_freed_one_computes_from_its_own_weights(tmp_path
     la, lb, lb_after = (np.load(tmp_path / f) for f in ("a.npy", "b-alone.npy", "b-after-a.npy"))
     assert la.tobytes() != lb.tobytes()
     assert lb_after.tobytes() == lb.tobytes()
+
+
+RESIDENT_AFTER_DECODE = """
+import sys
+from edgessd._capi import Context, Model
+
+model = Model(sys.argv[1])
+ctx = Context(model, n_ctx=64, n_batch=64, n_threads=2)
+ctx.decode([5, 17, 99], 0)
+ctx.decode([41], 3)
+with open("/proc/self/status") as f:
+    print(next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) // 1024)
+"""
+
+
+def on_tmpfs(path: Path) -> bool:
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    best = max((m for m in mounts if str(path.resolve()).startswith(m[1])), key=lambda m: len(m[1]))
+    return best[2] == "tmpfs"
+
+
+@needs_kernels
+def test_the_q6_k_copy_takes_the_place_of_its_weights_in_memory(tmp_path):
+    """Q6_K's 16-row copy serves batches of every size, and the pages of the weights it was made
+    from are given back (MADV_PAGEOUT), so a Q6_K model's process stays the size it is with
+    stock kernels, which keep Q6_K as it is. Without the give-back it grows by the copy."""
+    from tinygguf import write_tiny_llama
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the resident set from /proc (Linux)")
+    if on_tmpfs(tmp_path):
+        pytest.skip("the model file is on tmpfs: without swap its pages cannot be given back")
+    f32 = write_tiny_llama(tmp_path / "m-f32.gguf", n_layer=2, n_embd=1024, n_head=8, n_head_kv=4, n_ff=3072,
+                           n_vocab=8192)
+    path = quantize(f32, tmp_path / "m-q6_k.gguf", FTYPES["Q6_K"])
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())  # a page still to be written is not given back at once
+    copy_mb = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors
+                  if len(t.shape) == 2 and t.name != "token_embd.weight") / 2**20
+    assert copy_mb > 20
+    resident = {}
+    for mode in ("stock", "auto"):
+        r = subprocess.run([sys.executable, "-c", RESIDENT_AFTER_DECODE, str(path)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, env=dict(os.environ, EDGESSD_CPU_KERNELS=mode))
+        assert r.returncode == 0, r.stderr
+        resident[mode] = int(r.stdout.split()[-1])
+    assert resident["auto"] - resident["stock"] < 0.25 * copy_mb, (resident, copy_mb)
 
 
 def kernels_in(env_value: str) -> subprocess.CompletedProcess:
